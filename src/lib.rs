@@ -1,0 +1,4 @@
+//! ringback: missed-call alerts from cloud telephony webhooks.
+
+pub mod domain;
+pub mod normalize;

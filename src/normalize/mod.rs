@@ -1,0 +1,434 @@
+//! Turns each provider's webhook payload (JSON, form or query string) into a [`CallRecord`].
+//! One file per provider; this file holds what they share: lenient field access, phones, times.
+
+pub mod callerdesk;
+pub mod callr;
+pub mod phone;
+pub mod telecmi;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+use crate::domain::{CallRecord, Provider};
+
+pub use phone::Region;
+
+/// What a provider's request looks like to a parser: transport details already stripped of secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub is_get: bool,
+    pub content_type: Option<&'a str>,
+    /// Query-string pairs, without ringback's own `token`.
+    pub query: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+/// Per-provider settings the parsers need from config.
+#[derive(Debug, Clone)]
+pub struct ParseContext {
+    /// Region used to read numbers written without a country code.
+    pub region: Region,
+    /// Time zone of local timestamps that carry no offset (CallerDesk).
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Default for ParseContext {
+    fn default() -> Self {
+        ParseContext {
+            region: Region::default(),
+            timezone: chrono_tz::Asia::Kolkata,
+        }
+    }
+}
+
+/// Why a payload could not become a call record. Every message names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body could not be read at all (HTTP 400).
+    #[error("{0}")]
+    Malformed(String),
+    /// The body was read, but a field is missing or holds something unusable (HTTP 422).
+    #[error("field `{field}` {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl ParseError {
+    pub fn invalid(field: &str, problem: impl Into<String>) -> Self {
+        ParseError::Invalid {
+            field: field.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn missing(field: &str, why: &str) -> Self {
+        Self::invalid(field, format!("is missing: {why}"))
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ParseError::Malformed(_) => None,
+            ParseError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// Parses one request from `provider` into a call record.
+pub fn parse(
+    provider: Provider,
+    inbound: &Inbound<'_>,
+    ctx: &ParseContext,
+) -> Result<CallRecord, ParseError> {
+    match provider {
+        Provider::Telecmi => telecmi::parse(&Fields::from_inbound(inbound)?, ctx),
+        Provider::Callr => callr::parse(&Fields::from_json(inbound.body)?, ctx),
+        Provider::Callerdesk => callerdesk::parse(&Fields::from_inbound(inbound)?, ctx),
+    }
+}
+
+/// A flat object of provider fields with the coercions real providers need: numbers sent as
+/// strings, `"true"` for booleans, stray spaces, `""` for absent.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    map: Map<String, Value>,
+    /// Prefix for field names in errors, so a nested field reads `data.callid`.
+    path: String,
+}
+
+impl Fields {
+    /// Reads the query string (GET) or the body as JSON or form data, whichever was sent.
+    pub fn from_inbound(inbound: &Inbound<'_>) -> Result<Self, ParseError> {
+        let body_is_blank = inbound.body.iter().all(u8::is_ascii_whitespace);
+        if inbound.is_get || body_is_blank {
+            if inbound.query.is_empty() {
+                return Err(ParseError::Malformed(
+                    "the request carries no payload: expected a JSON or form body, or the CDR \
+                     fields in the query string"
+                        .into(),
+                ));
+            }
+            return Ok(Self::from_pairs(inbound.query.iter().cloned()));
+        }
+        let content_type = inbound.content_type.unwrap_or("").to_ascii_lowercase();
+        let looks_like_json = inbound
+            .body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{' || *b == b'[');
+        if content_type.contains("json") || (!content_type.contains("form") && looks_like_json) {
+            Self::from_json(inbound.body)
+        } else {
+            let text = std::str::from_utf8(inbound.body).map_err(|_| {
+                ParseError::Malformed("the form body is not valid UTF-8 text".into())
+            })?;
+            if !text.contains('=') {
+                return Err(ParseError::Malformed(
+                    "the body is neither JSON nor form data (`key=value&...`)".into(),
+                ));
+            }
+            Ok(Self::from_pairs(
+                form_urlencoded::parse(text.as_bytes()).map(|(k, v)| (k.into(), v.into())),
+            ))
+        }
+    }
+
+    pub fn from_json(body: &[u8]) -> Result<Self, ParseError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ParseError::Malformed(format!("the body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(Fields {
+                map,
+                path: String::new(),
+            }),
+            other => Err(ParseError::invalid(
+                "(body)",
+                format!("must be a JSON object, got {}", kind_of(&other)),
+            )),
+        }
+    }
+
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let map = pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        Fields {
+            map,
+            path: String::new(),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// A text value, trimmed; numbers and booleans are written out; `""` and `null` are absent.
+    pub fn text(&self, key: &str) -> Result<Option<String>, ParseError> {
+        match self.value(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                let t = s.trim();
+                Ok((!t.is_empty()).then(|| t.to_owned()))
+            }
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(other) => Err(ParseError::invalid(
+                &self.name(key),
+                format!("must be text or a number, got {}", kind_of(other)),
+            )),
+        }
+    }
+
+    /// The first of `keys` that holds text.
+    pub fn text_of(&self, keys: &[&str]) -> Result<Option<String>, ParseError> {
+        for key in keys {
+            if let Some(v) = self.text(key)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Text kept exactly as sent, for fields that carry encoded data of their own (TeleCMI `custom`
+    /// holds JSON that is not always valid); an object or array is written back as JSON.
+    pub fn verbatim(&self, key: &str) -> Option<String> {
+        match self.value(key)? {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// A whole number; numeric strings and integral floats are accepted.
+    pub fn int(&self, key: &str) -> Result<Option<i64>, ParseError> {
+        let bad = |shown: String| {
+            ParseError::invalid(
+                &self.name(key),
+                format!("must be a whole number, got {shown}"),
+            )
+        };
+        match self.value(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().and_then(float_to_int))
+                .map(Some)
+                .ok_or_else(|| bad(n.to_string())),
+            Some(Value::String(s)) => {
+                let t = s.trim();
+                if t.is_empty() {
+                    return Ok(None);
+                }
+                t.parse::<i64>()
+                    .ok()
+                    .or_else(|| t.parse::<f64>().ok().and_then(float_to_int))
+                    .map(Some)
+                    .ok_or_else(|| bad(format!("{t:?}")))
+            }
+            Some(other) => Err(bad(kind_of(other).to_owned())),
+        }
+    }
+
+    /// A boolean; `"true"`/`"false"`, `"1"`/`"0"`, `"yes"`/`"no"` and 0/1 are accepted.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ParseError> {
+        let bad = |shown: String| {
+            ParseError::invalid(
+                &self.name(key),
+                format!("must be true or false, got {shown}"),
+            )
+        };
+        match self.value(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(0) => Ok(Some(false)),
+                Some(1) => Ok(Some(true)),
+                _ => Err(bad(n.to_string())),
+            },
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "true" | "1" | "yes" => Ok(Some(true)),
+                "false" | "0" | "no" => Ok(Some(false)),
+                _ => Err(bad(format!("{s:?}"))),
+            },
+            Some(other) => Err(bad(kind_of(other).to_owned())),
+        }
+    }
+
+    /// A nested object, if `key` holds one.
+    pub fn object(&self, key: &str) -> Result<Option<Fields>, ParseError> {
+        match self.value(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Fields {
+                map: map.clone(),
+                path: self.name(key),
+            })),
+            Some(other) => Err(ParseError::invalid(
+                &self.name(key),
+                format!("must be an object, got {}", kind_of(other)),
+            )),
+        }
+    }
+
+    /// An instant given as epoch milliseconds (or seconds: see [`epoch_to_utc`]).
+    pub fn epoch(&self, key: &str) -> Result<Option<DateTime<Utc>>, ParseError> {
+        match self.int(key)? {
+            None | Some(0) => Ok(None),
+            Some(n) => epoch_to_utc(n)
+                .map(Some)
+                .ok_or_else(|| ParseError::invalid(&self.name(key), format!("{n} is not a time"))),
+        }
+    }
+}
+
+fn float_to_int(f: f64) -> Option<i64> {
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Epoch timestamps: TeleCMI sends milliseconds, its PIOPIY API seconds. Values below 10^11 are
+/// read as seconds, because 10^11 ms is in 1973 while 10^11 s is past the year 5000.
+pub fn epoch_to_utc(n: i64) -> Option<DateTime<Utc>> {
+    if n <= 0 {
+        return None;
+    }
+    if n < 100_000_000_000 {
+        Utc.timestamp_opt(n, 0).single()
+    } else {
+        Utc.timestamp_millis_opt(n).single()
+    }
+}
+
+/// Seconds between two instants, if both are known and in order.
+pub fn seconds_between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<i64> {
+    let secs = (to? - from?).num_seconds();
+    (secs >= 0).then_some(secs)
+}
+
+/// Lower-cases and keeps only letters, so `No Answer`, `NO_ANSWER` and `noanswer` compare equal.
+pub fn letters_only(s: &str) -> String {
+    s.chars()
+        .filter(char::is_ascii_alphabetic)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: Value) -> Fields {
+        Fields::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn coerces_what_providers_send() {
+        let f = fields(json!({
+            "num": 919999999999u64, "numstr": " 42 ", "float": 11.0, "t": "true", "one": 1,
+            "empty": "", "null": null, "obj": {"a": 1}, "word": "abc"
+        }));
+        assert_eq!(f.text("num").unwrap().as_deref(), Some("919999999999"));
+        assert_eq!(f.int("numstr").unwrap(), Some(42));
+        assert_eq!(f.int("float").unwrap(), Some(11));
+        assert_eq!(f.bool("t").unwrap(), Some(true));
+        assert_eq!(f.bool("one").unwrap(), Some(true));
+        assert_eq!(f.text("empty").unwrap(), None);
+        assert_eq!(f.int("empty").unwrap(), None);
+        assert_eq!(f.text("null").unwrap(), None);
+        assert_eq!(f.text("absent").unwrap(), None);
+        let err = f.int("word").unwrap_err();
+        assert_eq!(err.field(), Some("word"));
+        assert!(err.to_string().contains("whole number"), "{err}");
+        assert!(f.text("obj").is_err());
+        assert!(f.bool("word").is_err());
+        let nested = f.object("obj").unwrap().unwrap();
+        assert_eq!(nested.int("a").unwrap(), Some(1));
+        assert_eq!(nested.text("a").unwrap().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn nested_field_errors_name_the_path() {
+        let f = fields(json!({"data": {"callid": [1]}}));
+        let err = f.object("data").unwrap().unwrap().text("callid").unwrap_err();
+        assert_eq!(err.field(), Some("data.callid"));
+    }
+
+    #[test]
+    fn reads_json_form_and_query() {
+        let q = vec![("a".to_owned(), "1".to_owned())];
+        let get = Inbound {
+            is_get: true,
+            content_type: None,
+            query: &q,
+            body: b"",
+        };
+        assert_eq!(Fields::from_inbound(&get).unwrap().int("a").unwrap(), Some(1));
+        let form = Inbound {
+            is_get: false,
+            content_type: Some("application/x-www-form-urlencoded"),
+            query: &[],
+            body: b"a=2&b=x+y",
+        };
+        let f = Fields::from_inbound(&form).unwrap();
+        assert_eq!(f.int("a").unwrap(), Some(2));
+        assert_eq!(f.text("b").unwrap().as_deref(), Some("x y"));
+        let json = Inbound {
+            is_get: false,
+            content_type: None,
+            query: &[],
+            body: br#" {"a": 3}"#,
+        };
+        assert_eq!(Fields::from_inbound(&json).unwrap().int("a").unwrap(), Some(3));
+        let bad = Inbound {
+            is_get: false,
+            content_type: Some("application/json"),
+            query: &[],
+            body: b"{not json",
+        };
+        assert!(matches!(
+            Fields::from_inbound(&bad),
+            Err(ParseError::Malformed(_))
+        ));
+        let array = Inbound {
+            body: b"[1,2]",
+            ..bad
+        };
+        assert!(matches!(
+            Fields::from_inbound(&array),
+            Err(ParseError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn epoch_accepts_seconds_and_milliseconds() {
+        let ms = epoch_to_utc(1_650_625_417_426).unwrap();
+        let s = epoch_to_utc(1_650_625_417).unwrap();
+        assert_eq!(ms.timestamp(), s.timestamp());
+        assert_eq!(ms.timestamp_subsec_millis(), 426);
+        assert_eq!(epoch_to_utc(0), None);
+        assert_eq!(epoch_to_utc(-5), None);
+    }
+}
