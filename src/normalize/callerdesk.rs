@@ -152,35 +152,14 @@ mod tests {
     use super::*;
     use crate::domain::PhoneNumber;
 
+    fn pairs(json: &str) -> Vec<(String, String)> {
+        let map: BTreeMap<String, String> = serde_json::from_str(json).unwrap();
+        map.into_iter().collect()
+    }
+
     /// Seed 003's Call Report parameters, filled in with realistic values.
     pub fn call_report() -> Vec<(String, String)> {
-        [
-            ("SourceNumber", "9810000001"),
-            ("DestinationNumber", "01204000000"),
-            ("DialWhomNumber", "9280000002"),
-            ("CallDuration", "58"),
-            ("coins", "1"),
-            ("Status", "ANSWER"),
-            ("StartTime", "2023-01-02  14:32:40"),
-            ("EndTime", "2023-01-02 14:33:38"),
-            ("CallSid", "1672649960.9601234"),
-            (
-                "CallRecordingUrl",
-                "https://callrecords.callerdesk.io/incoming/01_2023.mp3",
-            ),
-            ("Direction", "IVR"),
-            ("campid", ""),
-            ("TalkDuration", "40"),
-            ("call_group", "TestGroup"),
-            ("receiver_name", "Ashish"),
-            ("error_code", ""),
-            ("LegA_Picked_time", "2023-01-02 14:32:44"),
-            ("LegB_Start_time", "2023-01-02 14:32:45"),
-            ("LegB_Picked_time", "2023-01-02 14:32:54"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        pairs(include_str!("../../tests/fixtures/callerdesk_call_report.json"))
     }
 
     fn parse_pairs(pairs: Vec<(String, String)>) -> Result<CallRecord, ParseError> {
@@ -242,19 +221,7 @@ mod tests {
 
     #[test]
     fn seed_live_call() {
-        let live: Vec<(String, String)> = [
-            ("SourceNumber", "9810000001"),
-            ("DestinationNumber", "01204000000"),
-            ("DialWhomNumber", "9280000002"),
-            ("Status", "ANSWER"),
-            ("StartTime", "2023-01-02 14:32:40"),
-            ("CallSid", "1672649960.9601234"),
-            ("Direction", "IVR"),
-            ("campid", ""),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let live = pairs(include_str!("../../tests/fixtures/callerdesk_live_call.json"));
         let r = parse_pairs(live.clone()).unwrap();
         assert_eq!(r.outcome, Outcome::NotACallResult);
         assert_eq!(r.dedup_key, "1672649960.9601234:live_call");

@@ -245,32 +245,7 @@ mod tests {
 
     /// A CDR with every field seed 002 lists, for an inbound call nobody picked up.
     pub fn missed_cdr() -> Value {
-        json!({
-            "billingCredit": "0",
-            "billingDebit": "12",
-            "billingDestinationLabel": "France - Mobile",
-            "billingPaymentType": "prepaid",
-            "callee": "+33187200000",
-            "callerName": "ACME <Support> & Co",
-            "callerNumber": "+33612345678",
-            "callerRestricted": false,
-            "callid": 8877665544i64,
-            "direction": "inbound",
-            "durationAnswered": 0,
-            "durationBilled": 0,
-            "durationTotal": 23,
-            "started": "2025-03-10T09:15:00Z",
-            "answered": null,
-            "ended": "2025-03-10T09:15:23Z",
-            "hangupCause": 16,
-            "hangupSource": "caller",
-            "hangupTech": "NORMAL_CLEARING",
-            "scenarioName": "Sales FR",
-            "scenarioSid": "abc123",
-            "scenarioTypeName": "Actions",
-            "scenarioTypeVersion": "v1",
-            "status": "canceled"
-        })
+        serde_json::from_str(include_str!("../../tests/fixtures/callr_cdr.json")).unwrap()
     }
 
     fn parse_json(v: &Value) -> Result<CallRecord, ParseError> {

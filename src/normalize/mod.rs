@@ -114,7 +114,9 @@ impl Fields {
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| *b == b'{' || *b == b'[');
-        if content_type.contains("json") || (!content_type.contains("form") && looks_like_json) {
+        // Providers mislabel bodies (JSON sent as form data, or with no type), and a form body
+        // never starts with `{`, so the body's own shape wins over its Content-Type.
+        if looks_like_json || content_type.contains("json") {
             Self::from_json(inbound.body)
         } else {
             let text = std::str::from_utf8(inbound.body).map_err(|_| {
@@ -402,6 +404,14 @@ mod tests {
             body: br#" {"a": 3}"#,
         };
         assert_eq!(Fields::from_inbound(&json).unwrap().int("a").unwrap(), Some(3));
+        let mislabelled = Inbound {
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..json
+        };
+        assert_eq!(
+            Fields::from_inbound(&mislabelled).unwrap().int("a").unwrap(),
+            Some(3)
+        );
         let bad = Inbound {
             is_get: false,
             content_type: Some("application/json"),

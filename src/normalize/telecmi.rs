@@ -159,45 +159,12 @@ mod tests {
 
     /// Seed 000, TeleCMI "Incoming User Missed CDR", as the provider sends it (real JSON).
     pub fn user_missed_sample() -> Value {
-        json!({
-            "custom": "{\"crm\":\"true\"}",
-            "appid": 2222223,
-            "type": "cdr",
-            "direction": "inbound",
-            "leg": "b",
-            "cmiuuid": "e3e26d27-7b42-4679-a8a0-96b7d5e21dc7",
-            "user": "302_2223343",
-            "status": "missed",
-            "to": 919999999999u64,
-            "from": 440000000000u64,
-            "time": 1650625417426u64,
-            "team": "support_2223343",
-            "hangup_reason": "recv_cancel"
-        })
+        serde_json::from_str(include_str!("../../tests/fixtures/telecmi_user_missed.json")).unwrap()
     }
 
     /// Seed 001, TeleCMI "Incoming Answered CDR".
     pub fn answered_sample() -> Value {
-        json!({
-            "virtual_number": 440000000000u64,
-            "custom": "{\"key\":\"value\"}",
-            "appid": 2222223,
-            "type": "cdr",
-            "direction": "inbound",
-            "cmiuuid": "16132200-57fa-47b5-888d-4ab5b7e631ee",
-            "user": "204_2222223",
-            "status": "answered",
-            "to": 440000000001u64,
-            "from": 440000000002u64,
-            "time": 1634720920615u64,
-            "answeredsec": 11,
-            "team": "Sales_2222223",
-            "hangup_reason": "recv_bye",
-            "record": true,
-            "filename": "1634720915260737218351_2222223.mp3",
-            "conversation_uuid": "16132200-57fa-47b5-888d-4ab5b7e631ee",
-            "ivr_name": "salesivr"
-        })
+        serde_json::from_str(include_str!("../../tests/fixtures/telecmi_answered.json")).unwrap()
     }
 
     fn parse_json(v: &Value) -> Result<CallRecord, ParseError> {

@@ -1,0 +1,341 @@
+//! The webhook front door: `/webhooks/{provider}` authenticates, parses and durably stores each CDR
+//! before answering 2xx; every refusal is a JSON 4xx, and the refused request is kept with its reason.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::config::{Config, ProviderSettings};
+use crate::domain::{CallRecord, Provider};
+use crate::normalize::{self, Inbound, ParseError, callr};
+use crate::store::{Ingested, RawRequest, Rejection, Store};
+
+/// Headers that carry secrets: never stored, never logged.
+const SECRET_HEADERS: [&str; 4] = [
+    auth::TOKEN_HEADER,
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+];
+
+/// What the webhook handler needs, built once from the config.
+pub struct IngestState {
+    pub store: Store,
+    providers: HashMap<Provider, ProviderSettings>,
+    body_limit: usize,
+    trust_forwarded_for: bool,
+}
+
+impl IngestState {
+    pub fn new(config: &Config, store: Store) -> Self {
+        let providers = Provider::ALL
+            .into_iter()
+            .filter_map(|p| config.provider(p).map(|s| (p, s)))
+            .collect();
+        IngestState {
+            store,
+            providers,
+            body_limit: config.server.body_limit_bytes,
+            trust_forwarded_for: config.server.trust_forwarded_for,
+        }
+    }
+
+    pub fn enabled(&self, provider: Provider) -> bool {
+        self.providers.contains_key(&provider)
+    }
+}
+
+/// A refusal: the HTTP status, a stable error code and a sentence saying what to fix.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+    field: Option<String>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            error,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error, "detail": self.detail });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ParseError> for Refusal {
+    fn from(e: ParseError) -> Self {
+        match &e {
+            ParseError::Malformed(_) => {
+                Refusal::new(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string())
+            }
+            ParseError::Invalid { field, .. } => Refusal {
+                field: Some(field.clone()),
+                ..Refusal::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unusable_payload",
+                    e.to_string(),
+                )
+            },
+        }
+    }
+}
+
+pub async fn webhook(
+    State(state): State<Arc<IngestState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let received_at = Utc::now();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = request.into_parts();
+    let query_pairs: Vec<(String, String)> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let query_token = query_pairs
+        .iter()
+        .find(|(k, _)| k == auth::TOKEN_QUERY_KEY)
+        .map(|(_, v)| v.clone());
+    let payload_pairs: Vec<(String, String)> = query_pairs
+        .into_iter()
+        .filter(|(k, _)| k != auth::TOKEN_QUERY_KEY)
+        .collect();
+    let mut raw = RawRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&payload_pairs)
+            .finish(),
+        headers: stored_headers(&parts.headers),
+        body: Vec::new(),
+        remote_addr: peer.map(|p| p.to_string()),
+        received_at,
+    };
+
+    let outcome = accept(
+        &state,
+        &name,
+        &parts.method,
+        &parts.headers,
+        peer,
+        body,
+        query_token.as_deref(),
+        &payload_pairs,
+        &mut raw,
+    )
+    .await;
+    match outcome {
+        Ok((record, ingested)) => stored_response(&record, ingested),
+        Err(refusal) => {
+            tracing::warn!(
+                provider = %name,
+                status = refusal.status.as_u16(),
+                error = refusal.error,
+                detail = %refusal.detail,
+                "webhook rejected"
+            );
+            keep_rejected(&state.store, &name, raw, &refusal).await;
+            refusal.into_response()
+        }
+    }
+}
+
+/// Everything between receiving a request and its record being on disk.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    state: &IngestState,
+    name: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    body: Body,
+    query_token: Option<&str>,
+    payload_pairs: &[(String, String)],
+    raw: &mut RawRequest,
+) -> Result<(CallRecord, Ingested), Refusal> {
+    let provider: Provider = name.parse().map_err(|_| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            format!(
+                "no provider is called `{name}`; ringback accepts /webhooks/telecmi, /webhooks/callr \
+                 and /webhooks/callerdesk"
+            ),
+        )
+    })?;
+    let settings = state.providers.get(&provider).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "provider_disabled",
+            format!("provider `{provider}` is not enabled: set providers.{provider}.token in the config"),
+        )
+    })?;
+    let methods: &[Method] = match provider {
+        Provider::Callr => &[Method::POST],
+        Provider::Telecmi | Provider::Callerdesk => &[Method::GET, Method::POST],
+    };
+    if !methods.contains(method) {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{provider} webhooks are sent with {}, not {method}",
+                methods.iter().map(Method::as_str).collect::<Vec<_>>().join(" or ")
+            ),
+        ));
+    }
+    let ip = auth::client_ip(peer, headers, state.trust_forwarded_for);
+    if !auth::allowed(&settings.allow_from, ip) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "source_not_allowed",
+            format!(
+                "{} is not in providers.{provider}.allow_from",
+                ip.map_or("an unknown address".to_owned(), |ip| ip.to_string())
+            ),
+        ));
+    }
+    raw.body = read_body(body, headers, state.body_limit).await?;
+    match auth::check_token(&settings.token, query_token, headers) {
+        auth::TokenCheck::Valid => {}
+        auth::TokenCheck::Missing => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the request carries no token: add ?token=... to the webhook URL given to the \
+                 provider, or send an X-Ringback-Token header",
+            ));
+        }
+        auth::TokenCheck::Wrong => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("the token is wrong: it must equal providers.{provider}.token"),
+            ));
+        }
+    }
+    if let Some((secret, algorithm)) = &settings.hmac {
+        let signature = headers
+            .get("x-callr-hmacsignature")
+            .and_then(|v| v.to_str().ok());
+        callr::verify_signature(secret.expose().as_bytes(), *algorithm, signature, &raw.body)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    }
+
+    let inbound = Inbound {
+        is_get: method == Method::GET,
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        query: payload_pairs,
+        body: &raw.body,
+    };
+    let record = normalize::parse(provider, &inbound, &settings.parse)?;
+    let ingested = state.store.ingest(&record, raw).await.map_err(|e| {
+        tracing::error!(%provider, call_id = %record.call_id, error = %e, "cannot store a webhook");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the record could not be stored; the provider should send it again",
+        )
+    })?;
+    Ok((record, ingested))
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the {limit}-byte limit (server.body_limit_bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+fn stored_response(record: &CallRecord, ingested: Ingested) -> Response {
+    let (status, id) = match ingested {
+        Ingested::Stored { id } => ("stored", id),
+        Ingested::Duplicate { id } => ("duplicate", id),
+    };
+    tracing::info!(
+        provider = %record.provider,
+        call_id = %record.call_id,
+        leg = record.leg.as_str(),
+        outcome = %record.outcome,
+        result = status,
+        record_id = id,
+        "webhook accepted"
+    );
+    (
+        StatusCode::OK,
+        Json(json!({ "status": status, "record_id": id })),
+    )
+        .into_response()
+}
+
+async fn keep_rejected(store: &Store, provider: &str, request: RawRequest, refusal: &Refusal) {
+    let rejection = Rejection {
+        provider: provider.to_owned(),
+        request,
+        status: refusal.status.as_u16(),
+        error: refusal.error.to_owned(),
+        detail: refusal.detail.clone(),
+    };
+    if let Err(e) = store.reject(&rejection).await {
+        tracing::error!(error = %e, "cannot keep a rejected request");
+    }
+}
+
+fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,213 @@
+//! Starts the real ringback server on 127.0.0.1:0 with a temporary config and database.
+
+use std::path::{Path, PathBuf};
+
+use ringback::config;
+use ringback::domain::Provider;
+use ringback::startup::Application;
+use ringback::store::{Rejection, Store, StoredRecord};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const TELECMI_TOKEN: &str = "telecmi-test-token";
+pub const CALLR_TOKEN: &str = "callr-test-token";
+pub const CALLERDESK_TOKEN: &str = "callerdesk-test-token";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The config every test starts from; `extra` is appended (new sections or keys of the last one).
+pub fn base_config(db: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+body_limit_bytes = 4096
+
+[storage]
+url = "sqlite://{db}"
+
+[providers.telecmi]
+token = "{TELECMI_TOKEN}"
+
+[providers.callerdesk]
+token = "{CALLERDESK_TOKEN}"
+timezone = "Asia/Kolkata"
+
+[providers.callr]
+token = "{CALLR_TOKEN}"
+{extra}
+"#,
+        db = db.display()
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+/// Starts ringback with the base config plus `extra` TOML (appended under `[providers.callr]`).
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    spawn_app_from(|db| base_config(db, extra)).await
+}
+
+/// Starts ringback with the config text `config` makes from the database path.
+pub async fn spawn_app_from(config: impl FnOnce(&Path) -> String) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db = dir.path().join("ringback.db");
+    std::fs::write(config_file(&dir), config(&db)).unwrap();
+    start(dir).await
+}
+
+fn config_file(dir: &TempDir) -> PathBuf {
+    dir.path().join("ringback.toml")
+}
+
+/// Starts ringback from the config file in `dir`.
+async fn start(dir: TempDir) -> TestApp {
+    let config =
+        config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
+    let app = Application::build(config).await.expect("ringback starts");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+pub fn token(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Telecmi => TELECMI_TOKEN,
+        Provider::Callr => CALLR_TOKEN,
+        Provider::Callerdesk => CALLERDESK_TOKEN,
+    }
+}
+
+/// A response's status and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    async fn from(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("every answer is JSON, got {status} {text:?}"));
+        Answer { status, body }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, provider: &str, query: &str) -> String {
+        format!("{}/webhooks/{provider}?{query}", self.address)
+    }
+
+    fn authed(&self, provider: Provider) -> String {
+        self.url(provider.as_str(), &format!("token={}", token(provider)))
+    }
+
+    pub async fn post_json(&self, provider: Provider, body: &Value) -> Answer {
+        self.post_raw(provider, "application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn post_raw(&self, provider: Provider, content_type: &str, body: Vec<u8>) -> Answer {
+        let response = self
+            .client
+            .post(self.authed(provider))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Answer::from(response).await
+    }
+
+    pub async fn post_form(&self, provider: Provider, pairs: &[(String, String)]) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.post_raw(provider, "application/x-www-form-urlencoded", body.into_bytes())
+            .await
+    }
+
+    pub async fn get_query(&self, provider: Provider, pairs: &[(String, String)]) -> Answer {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token(provider))
+            .extend_pairs(pairs)
+            .finish();
+        let response = self
+            .client
+            .get(self.url(provider.as_str(), &query))
+            .send()
+            .await
+            .unwrap();
+        Answer::from(response).await
+    }
+
+    /// Sends any request; for the tests of refusals.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        Answer::from(request.send().await.unwrap()).await
+    }
+
+    pub async fn records(&self, provider: Provider, call_id: &str) -> Vec<StoredRecord> {
+        self.store.records_of_call(provider, call_id).await.unwrap()
+    }
+
+    /// The single stored record of a call.
+    pub async fn record(&self, provider: Provider, call_id: &str) -> StoredRecord {
+        let mut records = self.records(provider, call_id).await;
+        assert_eq!(records.len(), 1, "one record for {call_id}: {records:#?}");
+        records.remove(0)
+    }
+
+    pub async fn rejections(&self) -> Vec<Rejection> {
+        self.store.rejections(100).await.unwrap()
+    }
+
+    /// Stops the server the way SIGTERM does, waiting for requests in flight, and starts it
+    /// again on the same config and database.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        start(self.dir).await
+    }
+}
+
+/// A JSON object's fields as query-string or form pairs, the way GET and form senders write them.
+pub fn pairs_of(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_object()
+        .expect("an object")
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}

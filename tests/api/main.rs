@@ -1,0 +1,14 @@
+//! Integration tests: the real server on 127.0.0.1:0, a temporary config and SQLite database.
+
+mod callerdesk;
+mod callr;
+mod health;
+mod helpers;
+mod refusals;
+mod telecmi;
+
+/// A provider sample from `tests/fixtures/`.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
