@@ -9,7 +9,11 @@ use crate::startup::{Application, shutdown_signal};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "ringback", version, about = "Missed-call alerts from cloud telephony webhooks")]
+#[command(
+    name = "ringback",
+    version,
+    about = "Missed-call alerts from cloud telephony webhooks"
+)]
 pub struct Cli {
     /// Log as human-readable text or as JSON lines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

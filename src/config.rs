@@ -512,7 +512,9 @@ fn expand_vars(text: &str, env: &[(String, String)]) -> Result<String, String> {
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                return Err(format!("`${{{expr}}}` does not name an environment variable"));
+                return Err(format!(
+                    "`${{{expr}}}` does not name an environment variable"
+                ));
             }
             match (lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -541,8 +543,10 @@ fn apply_overrides(
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
     let mut applied = Vec::new();
-    let mut vars: Vec<&(String, String)> =
-        env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     vars.sort();
     for (name, value) in vars {
         let path: Vec<String> = name[ENV_PREFIX.len()..]
@@ -560,7 +564,9 @@ fn apply_overrides(
             });
             continue;
         }
-        let (last, parents) = path.split_last().expect("split yields one segment at least");
+        let (last, parents) = path
+            .split_last()
+            .expect("split yields one segment at least");
         let table = match table_at(doc.as_table_mut(), parents) {
             Ok(table) => table,
             Err(segment) => {
@@ -612,46 +618,49 @@ fn read_secret_files(
     source: &Source<'_>,
     problems: &mut Vec<Problem>,
 ) {
-    let mut read = |section: &str,
-                    value_key: &str,
-                    value: &mut Option<Secret>,
-                    file: &Option<PathBuf>| {
-        let Some(file) = file else { return };
-        let path: Vec<String> = ["providers", section, &format!("{value_key}_file")]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if value.as_ref().is_some_and(|v| !v.expose().is_empty()) {
-            problems.push(problem_at(
-                spanned,
-                source,
-                &path,
-                format!("set either `{value_key}` or `{value_key}_file`, not both"),
-            ));
-            return;
-        }
-        let full = if file.is_absolute() {
-            file.clone()
-        } else {
-            base.join(file)
+    let mut read =
+        |section: &str, value_key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>| {
+            let Some(file) = file else { return };
+            let path: Vec<String> = ["providers", section, &format!("{value_key}_file")]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if value.as_ref().is_some_and(|v| !v.expose().is_empty()) {
+                problems.push(problem_at(
+                    spanned,
+                    source,
+                    &path,
+                    format!("set either `{value_key}` or `{value_key}_file`, not both"),
+                ));
+                return;
+            }
+            let full = if file.is_absolute() {
+                file.clone()
+            } else {
+                base.join(file)
+            };
+            match std::fs::read_to_string(&full) {
+                Ok(text) => *value = Some(Secret(text.trim().to_owned())),
+                Err(e) => problems.push(problem_at(
+                    spanned,
+                    source,
+                    &path,
+                    format!("cannot read secret file {}: {e}", full.display()),
+                )),
+            }
         };
-        match std::fs::read_to_string(&full) {
-            Ok(text) => *value = Some(Secret(text.trim().to_owned())),
-            Err(e) => problems.push(problem_at(
-                spanned,
-                source,
-                &path,
-                format!("cannot read secret file {}: {e}", full.display()),
-            )),
-        }
-    };
     let p = &mut config.providers;
     if let Some(c) = &mut p.telecmi {
         read("telecmi", "token", &mut c.token, &c.token_file);
     }
     if let Some(c) = &mut p.callr {
         read("callr", "token", &mut c.token, &c.token_file);
-        read("callr", "hmac_secret", &mut c.hmac_secret, &c.hmac_secret_file);
+        read(
+            "callr",
+            "hmac_secret",
+            &mut c.hmac_secret,
+            &c.hmac_secret_file,
+        );
     }
     if let Some(c) = &mut p.callerdesk {
         read("callerdesk", "token", &mut c.token, &c.token_file);
@@ -687,7 +696,11 @@ mod tests {
         assert_eq!(config.providers_without_token().len(), 3);
         let with_token = parse(text, &[("RINGBACK_TELECMI_TOKEN", "t0k")]).unwrap();
         assert_eq!(
-            with_token.provider(Provider::Telecmi).unwrap().token.expose(),
+            with_token
+                .provider(Provider::Telecmi)
+                .unwrap()
+                .token
+                .expose(),
             "t0k"
         );
     }
@@ -699,10 +712,16 @@ mod tests {
         assert_eq!(p.line, Some(3));
         assert_eq!(p.key.as_deref(), Some("server.listen_port"));
         assert!(p.message.contains("unknown field `listen_port`"), "{p:?}");
-        let err = parse("[providers.telecmi]\ntoken = \"x\"\nhmac_secret = \"y\"\n", &[]).unwrap_err();
+        let err = parse(
+            "[providers.telecmi]\ntoken = \"x\"\nhmac_secret = \"y\"\n",
+            &[],
+        )
+        .unwrap_err();
         let shown = err.to_string();
         assert!(
-            shown.starts_with("ringback.toml:3:1: key `providers.telecmi.hmac_secret`: unknown field"),
+            shown.starts_with(
+                "ringback.toml:3:1: key `providers.telecmi.hmac_secret`: unknown field"
+            ),
             "{shown}"
         );
     }
@@ -729,7 +748,10 @@ mod tests {
     fn env_interpolation() {
         let text = "[providers.telecmi]\n# secret\ntoken = \"${TCMI}\"\n";
         let c = parse(text, &[("TCMI", "abc\"def")]).unwrap();
-        assert_eq!(c.providers.telecmi.unwrap().token.unwrap().expose(), "abc\"def");
+        assert_eq!(
+            c.providers.telecmi.unwrap().token.unwrap().expose(),
+            "abc\"def"
+        );
         let p = only_problem(parse(text, &[]).unwrap_err());
         assert_eq!(p.line, Some(3));
         assert_eq!(p.key.as_deref(), Some("providers.telecmi.token"));
@@ -756,7 +778,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.server.body_limit_bytes, 1024);
-        assert_eq!(c.providers.telecmi.unwrap().token.unwrap().expose(), "12345");
+        assert_eq!(
+            c.providers.telecmi.unwrap().token.unwrap().expose(),
+            "12345"
+        );
         assert_eq!(c.providers.callr.unwrap().token.unwrap().expose(), "c");
         let err = parse(text, &[("RINGBACK__SERVER__LISTEN_ON", "x")]).unwrap_err();
         let shown = err.to_string();
@@ -775,13 +800,23 @@ mod tests {
         assert_eq!(p.key.as_deref(), Some("providers.callr.hmac_secret_file"));
         let text = "[providers.callr]\ntoken_file = \"tok\"\n";
         let c = parse_with_env(Path::new("c.toml"), text, dir.path(), []).unwrap();
-        assert_eq!(c.provider(Provider::Callr).unwrap().token.expose(), "from-file");
+        assert_eq!(
+            c.provider(Provider::Callr).unwrap().token.expose(),
+            "from-file"
+        );
     }
 
     #[test]
     fn secrets_are_not_printed() {
-        let c = parse("[providers.callr]\ntoken = \"hunter2\"\nhmac_secret = \"s3\"\n", &[]).unwrap();
+        let c = parse(
+            "[providers.callr]\ntoken = \"hunter2\"\nhmac_secret = \"s3\"\n",
+            &[],
+        )
+        .unwrap();
         let shown = format!("{c:?} {:?}", c.provider(Provider::Callr));
-        assert!(!shown.contains("hunter2") && !shown.contains("s3\""), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3\""),
+            "{shown}"
+        );
     }
 }

@@ -23,7 +23,9 @@ async fn healthz() -> Response {
 
 async fn readyz(State(store): State<Store>) -> Response {
     match store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "checks": { "database": "ok" } })).into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "checks": { "database": "ok" } })).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (

@@ -59,7 +59,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "ringback is listening");
         axum::serve(
             self.listener,
@@ -103,4 +106,3 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing requests in flight");
 }
-

@@ -62,9 +62,13 @@ pub struct Rejection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
-    Stored { id: i64 },
+    Stored {
+        id: i64,
+    },
     /// A resend of a record already stored under the same dedup key.
-    Duplicate { id: i64 },
+    Duplicate {
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +127,11 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -302,13 +310,13 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     if path.is_empty() || path.contains(":memory:") {
         return Ok(url.to_owned());
     }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     if query.split('&').any(|kv| kv.starts_with("mode=")) {
         Ok(url.to_owned())
@@ -423,10 +431,7 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(
-            redact_url("mysql://u:secret@h/db"),
-            "mysql://u:***@h/db"
-        );
+        assert_eq!(redact_url("mysql://u:secret@h/db"), "mysql://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

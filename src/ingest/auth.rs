@@ -19,7 +19,11 @@ pub enum TokenCheck {
 }
 
 /// Checks the token a provider sent, from the query string or the header.
-pub fn check_token(expected: &Secret, query_token: Option<&str>, headers: &HeaderMap) -> TokenCheck {
+pub fn check_token(
+    expected: &Secret,
+    query_token: Option<&str>,
+    headers: &HeaderMap,
+) -> TokenCheck {
     let header_token = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
     let Some(given) = query_token.map(str::as_bytes).or(header_token) else {
         return TokenCheck::Missing;
@@ -73,8 +77,14 @@ mod tests {
         let secret = Secret::new("s3cret");
         let mut headers = HeaderMap::new();
         assert_eq!(check_token(&secret, None, &headers), TokenCheck::Missing);
-        assert_eq!(check_token(&secret, Some("s3cret"), &headers), TokenCheck::Valid);
-        assert_eq!(check_token(&secret, Some("s3cre"), &headers), TokenCheck::Wrong);
+        assert_eq!(
+            check_token(&secret, Some("s3cret"), &headers),
+            TokenCheck::Valid
+        );
+        assert_eq!(
+            check_token(&secret, Some("s3cre"), &headers),
+            TokenCheck::Wrong
+        );
         headers.insert(TOKEN_HEADER, "s3cret".parse().unwrap());
         assert_eq!(check_token(&secret, None, &headers), TokenCheck::Valid);
         headers.insert(TOKEN_HEADER, "nope".parse().unwrap());

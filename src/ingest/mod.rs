@@ -192,7 +192,9 @@ async fn accept(
         Refusal::new(
             StatusCode::NOT_FOUND,
             "provider_disabled",
-            format!("provider `{provider}` is not enabled: set providers.{provider}.token in the config"),
+            format!(
+                "provider `{provider}` is not enabled: set providers.{provider}.token in the config"
+            ),
         )
     })?;
     let methods: &[Method] = match provider {
@@ -205,7 +207,11 @@ async fn accept(
             "method_not_allowed",
             format!(
                 "{provider} webhooks are sent with {}, not {method}",
-                methods.iter().map(Method::as_str).collect::<Vec<_>>().join(" or ")
+                methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         ));
     }

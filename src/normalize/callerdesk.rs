@@ -9,12 +9,14 @@ use super::{Fields, ParseContext, ParseError, letters_only, phone};
 use crate::domain::{CallRecord, Direction, Leg, Outcome, Provider};
 
 pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
-    let call_id = f.text_of(&["CallSid", "Uniqueid", "UniqueId"])?.ok_or_else(|| {
-        ParseError::missing(
-            "CallSid",
-            "CallerDesk identifies each call by `CallSid` (or `Uniqueid`)",
-        )
-    })?;
+    let call_id = f
+        .text_of(&["CallSid", "Uniqueid", "UniqueId"])?
+        .ok_or_else(|| {
+            ParseError::missing(
+                "CallSid",
+                "CallerDesk identifies each call by `CallSid` (or `Uniqueid`)",
+            )
+        })?;
     let ended_at = local_time(f, "EndTime", ctx)?;
     let total = f.int("CallDuration")?;
     let is_live = match f.text("type")?.map(|t| letters_only(&t)).as_deref() {
@@ -49,7 +51,7 @@ pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
     };
     let talk_seconds = f.int("TalkDuration")?;
     let ring_seconds = match (total, talk_seconds) {
-        (Some(total), Some(talk)) if talk > 0 => Some((total - talk).max(0)),
+        (Some(total), Some(talk)) if talk > 0 => Some(total.saturating_sub(talk).max(0)),
         (Some(total), _) if outcome != Outcome::Answered => Some(total),
         _ => None,
     };
@@ -98,10 +100,10 @@ pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
 /// The CallerDesk status table: trim, drop a trailing `(...)`, ignore case and non-letters.
 pub fn outcome_of(status: &str) -> Outcome {
     let mut s = status.trim();
-    if s.ends_with(')') {
-        if let Some(open) = s.rfind('(') {
-            s = &s[..open];
-        }
+    if s.ends_with(')')
+        && let Some(open) = s.rfind('(')
+    {
+        s = &s[..open];
     }
     match letters_only(s).as_str() {
         "answer" | "answered" => Outcome::Answered,
@@ -140,9 +142,8 @@ fn local_time(
         .from_local_datetime(&naive)
         .earliest()
         .or_else(|| {
-            ctx.timezone
-                .from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                .earliest()
+            let later = naive.checked_add_signed(chrono::Duration::hours(1))?;
+            ctx.timezone.from_local_datetime(&later).earliest()
         });
     Ok(local.map(|t| t.with_timezone(&Utc)))
 }
@@ -159,7 +160,9 @@ mod tests {
 
     /// Seed 003's Call Report parameters, filled in with realistic values.
     pub fn call_report() -> Vec<(String, String)> {
-        pairs(include_str!("../../tests/fixtures/callerdesk_call_report.json"))
+        pairs(include_str!(
+            "../../tests/fixtures/callerdesk_call_report.json"
+        ))
     }
 
     fn parse_pairs(pairs: Vec<(String, String)>) -> Result<CallRecord, ParseError> {
@@ -199,7 +202,10 @@ mod tests {
         );
         assert_eq!(r.called.unwrap().e164.as_deref(), Some("+911204000000"));
         assert_eq!(r.agent.as_deref(), Some("Ashish"));
-        assert_eq!(r.agent_phone.unwrap().e164.as_deref(), Some("+919280000002"));
+        assert_eq!(
+            r.agent_phone.unwrap().e164.as_deref(),
+            Some("+919280000002")
+        );
         assert_eq!(r.group.as_deref(), Some("TestGroup"));
         assert_eq!(r.started_at, Some(ist("2023-01-02 14:32:40")));
         assert_eq!(
@@ -221,7 +227,9 @@ mod tests {
 
     #[test]
     fn seed_live_call() {
-        let live = pairs(include_str!("../../tests/fixtures/callerdesk_live_call.json"));
+        let live = pairs(include_str!(
+            "../../tests/fixtures/callerdesk_live_call.json"
+        ));
         let r = parse_pairs(live.clone()).unwrap();
         assert_eq!(r.outcome, Outcome::NotACallResult);
         assert_eq!(r.dedup_key, "1672649960.9601234:live_call");
@@ -284,7 +292,11 @@ mod tests {
             "DialWhomNumber",
             "",
         );
-        let pairs = with(with(pairs, "LegB_Picked_time", "0000-00-00 00:00:00"), "CallDuration", " 25 ");
+        let pairs = with(
+            with(pairs, "LegB_Picked_time", "0000-00-00 00:00:00"),
+            "CallDuration",
+            " 25 ",
+        );
         let r = parse_pairs(pairs).unwrap();
         assert_eq!(r.outcome, Outcome::Missed);
         assert_eq!(r.agent, None);
@@ -319,6 +331,18 @@ mod tests {
         assert_eq!(by_unique_id.call_id, "u-1");
         let err = parse_pairs(with(call_report(), "CallDuration", "long")).unwrap_err();
         assert_eq!(err.field(), Some("CallDuration"));
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        let pairs = with(
+            with(call_report(), "CallDuration", &i64::MIN.to_string()),
+            "TalkDuration",
+            "1",
+        );
+        assert_eq!(parse_pairs(pairs).unwrap().ring_seconds, Some(0));
+        let far = with(call_report(), "StartTime", "262143-12-31 23:59:59");
+        let _ = parse_pairs(far);
     }
 
     #[test]

@@ -28,9 +28,9 @@ pub fn parse(body: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError
         ));
     };
 
-    let call_id = cdr
-        .text("callid")?
-        .ok_or_else(|| ParseError::missing(&cdr.name("callid"), "Callr CDRs carry the call id there"))?;
+    let call_id = cdr.text("callid")?.ok_or_else(|| {
+        ParseError::missing(&cdr.name("callid"), "Callr CDRs carry the call id there")
+    })?;
     let kind = event_type.as_deref().map_or(EventKind::End, event_kind);
     let status = cdr.text("status")?;
     let answered_at = timestamp(&cdr, "answered")?;
@@ -81,7 +81,12 @@ pub fn parse(body: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError
     if let Some(t) = &event_type {
         extra.insert("event_type".to_owned(), t.clone());
     }
-    for key in ["scenarioSid", "scenarioTypeName", "hangupTech", "durationBilled"] {
+    for key in [
+        "scenarioSid",
+        "scenarioTypeName",
+        "hangupTech",
+        "durationBilled",
+    ] {
         if let Some(v) = cdr.text(key)? {
             extra.insert(key.to_owned(), v);
         }
@@ -275,10 +280,7 @@ mod tests {
         assert_eq!(caller.raw, "+33612345678");
         assert_eq!(caller.e164.as_deref(), Some("+33612345678"));
         assert_eq!(r.caller_name.as_deref(), Some("ACME <Support> & Co"));
-        assert_eq!(
-            r.called.unwrap().e164.as_deref(),
-            Some("+33187200000")
-        );
+        assert_eq!(r.called.unwrap().e164.as_deref(), Some("+33187200000"));
         assert_eq!(r.agent, None);
         assert_eq!(r.group.as_deref(), Some("Sales FR"));
         assert_eq!(r.started_at, Some(at("2025-03-10T09:15:00Z")));
@@ -405,9 +407,16 @@ mod tests {
     #[test]
     fn hmac_valid_wrong_and_missing() {
         let body = br#"{"callid":1}"#;
-        for algorithm in [HmacAlgorithm::Md5, HmacAlgorithm::Sha256, HmacAlgorithm::Sha512] {
+        for algorithm in [
+            HmacAlgorithm::Md5,
+            HmacAlgorithm::Sha256,
+            HmacAlgorithm::Sha512,
+        ] {
             let good = sign(b"s3cret", algorithm, body);
-            assert_eq!(verify_signature(b"s3cret", algorithm, Some(&good), body), Ok(()));
+            assert_eq!(
+                verify_signature(b"s3cret", algorithm, Some(&good), body),
+                Ok(())
+            );
             assert_eq!(
                 verify_signature(b"other", algorithm, Some(&good), body),
                 Err(SignatureError::Mismatch)

@@ -374,7 +374,12 @@ mod tests {
     #[test]
     fn nested_field_errors_name_the_path() {
         let f = fields(json!({"data": {"callid": [1]}}));
-        let err = f.object("data").unwrap().unwrap().text("callid").unwrap_err();
+        let err = f
+            .object("data")
+            .unwrap()
+            .unwrap()
+            .text("callid")
+            .unwrap_err();
         assert_eq!(err.field(), Some("data.callid"));
     }
 
@@ -387,7 +392,10 @@ mod tests {
             query: &q,
             body: b"",
         };
-        assert_eq!(Fields::from_inbound(&get).unwrap().int("a").unwrap(), Some(1));
+        assert_eq!(
+            Fields::from_inbound(&get).unwrap().int("a").unwrap(),
+            Some(1)
+        );
         let form = Inbound {
             is_get: false,
             content_type: Some("application/x-www-form-urlencoded"),
@@ -403,13 +411,19 @@ mod tests {
             query: &[],
             body: br#" {"a": 3}"#,
         };
-        assert_eq!(Fields::from_inbound(&json).unwrap().int("a").unwrap(), Some(3));
+        assert_eq!(
+            Fields::from_inbound(&json).unwrap().int("a").unwrap(),
+            Some(3)
+        );
         let mislabelled = Inbound {
             content_type: Some("application/x-www-form-urlencoded"),
             ..json
         };
         assert_eq!(
-            Fields::from_inbound(&mislabelled).unwrap().int("a").unwrap(),
+            Fields::from_inbound(&mislabelled)
+                .unwrap()
+                .int("a")
+                .unwrap(),
             Some(3)
         );
         let bad = Inbound {

@@ -26,7 +26,11 @@ impl FromStr for Region {
             .to_ascii_uppercase()
             .parse::<country::Id>()
             .map(Region)
-            .map_err(|_| format!("`{s}` is not an ISO 3166 region code; use one such as \"IN\", \"FR\" or \"US\""))
+            .map_err(|_| {
+                format!(
+                    "`{s}` is not an ISO 3166 region code; use one such as \"IN\", \"FR\" or \"US\""
+                )
+            })
     }
 }
 
@@ -64,7 +68,10 @@ fn to_e164(raw: &str, region: Region) -> Option<String> {
     } else {
         // Providers often drop the `+` but keep the country code (TeleCMI sends 919999999999):
         // the national reading is tried first, then the international one.
-        vec![(Some(region.0), digits.clone()), (None, format!("+{digits}"))]
+        vec![
+            (Some(region.0), digits.clone()),
+            (None, format!("+{digits}")),
+        ]
     };
     candidates.into_iter().find_map(|(region, text)| {
         let number = phonenumber::parse(region, &text).ok()?;
@@ -91,7 +98,10 @@ mod tests {
         assert_eq!(e164("919810000001", "IN").as_deref(), Some("+919810000001"));
         assert_eq!(e164("9810000001", "IN").as_deref(), Some("+919810000001"));
         assert_eq!(e164("09810000001", "IN").as_deref(), Some("+919810000001"));
-        assert_eq!(e164("+33 6 12 34 56 78", "IN").as_deref(), Some("+33612345678"));
+        assert_eq!(
+            e164("+33 6 12 34 56 78", "IN").as_deref(),
+            Some("+33612345678")
+        );
         assert_eq!(e164("0612345678", "FR").as_deref(), Some("+33612345678"));
         assert_eq!(e164("0033612345678", "IN").as_deref(), Some("+33612345678"));
         // A number valid nowhere is kept as received, without an E.164 form.

@@ -8,7 +8,10 @@ use crate::domain::{CallRecord, Direction, Leg, Outcome, Provider};
 
 pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
     let call_id = f.text("cmiuuid")?.ok_or_else(|| {
-        ParseError::missing("cmiuuid", "every TeleCMI CDR and event carries its call id there")
+        ParseError::missing(
+            "cmiuuid",
+            "every TeleCMI CDR and event carries its call id there",
+        )
     })?;
     let leg = match f.text("leg")?.map(|l| l.to_ascii_lowercase()).as_deref() {
         None | Some("a") => Leg::Call,
@@ -45,8 +48,11 @@ pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
     if let Some(time) = time {
         if outcome == Outcome::Answered {
             answered_at.get_or_insert(time);
-            if let Some(talk) = talk_seconds {
-                ended_at.get_or_insert(time + chrono::Duration::seconds(talk));
+            let end = talk_seconds
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|talk| time.checked_add_signed(talk));
+            if let Some(end) = end {
+                ended_at.get_or_insert(end);
             }
         } else if outcome == Outcome::NotACallResult {
             started_at.get_or_insert(time);
@@ -61,7 +67,8 @@ pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
     };
 
     let number = |key: &str| -> Result<_, ParseError> {
-        Ok(f.text(key)?.and_then(|raw| phone::normalize(&raw, ctx.region)))
+        Ok(f.text(key)?
+            .and_then(|raw| phone::normalize(&raw, ctx.region)))
     };
     let to = number("to")?;
     // `to` is the agent's phone when the record names a user, and the dialled number otherwise.
@@ -106,7 +113,9 @@ pub fn parse(f: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
 
     Ok(CallRecord {
         provider: Provider::Telecmi,
-        conversation_id: f.text("conversation_uuid")?.unwrap_or_else(|| call_id.clone()),
+        conversation_id: f
+            .text("conversation_uuid")?
+            .unwrap_or_else(|| call_id.clone()),
         call_id,
         leg,
         dedup_key,
@@ -159,7 +168,10 @@ mod tests {
 
     /// Seed 000, TeleCMI "Incoming User Missed CDR", as the provider sends it (real JSON).
     pub fn user_missed_sample() -> Value {
-        serde_json::from_str(include_str!("../../tests/fixtures/telecmi_user_missed.json")).unwrap()
+        serde_json::from_str(include_str!(
+            "../../tests/fixtures/telecmi_user_missed.json"
+        ))
+        .unwrap()
     }
 
     /// Seed 001, TeleCMI "Incoming Answered CDR".
@@ -331,6 +343,19 @@ mod tests {
         }
         let no_status = json!({"cmiuuid": "x", "type": "cdr"});
         assert_eq!(parse_json(&no_status).unwrap().outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn extreme_numbers_do_not_overflow() {
+        let mut v = answered_sample();
+        v["answeredsec"] = json!(i64::MAX);
+        let r = parse_json(&v).unwrap();
+        assert_eq!(r.ended_at, None);
+        v["start_time"] = json!(i64::MIN);
+        assert_eq!(parse_json(&v).unwrap_err().field(), Some("start_time"));
+        v["start_time"] = json!(0);
+        v["time"] = json!(i64::MAX);
+        assert_eq!(parse_json(&v).unwrap_err().field(), Some("time"));
     }
 
     #[test]

@@ -47,7 +47,9 @@ async fn actions_push_and_bare_cdr_are_stored() {
     pushed["callid"] = json!("1002");
 
     let a = app.post_json(Provider::Callr, &bare).await;
-    let b = app.post_json(Provider::Callr, &json!({ "cdr": pushed })).await;
+    let b = app
+        .post_json(Provider::Callr, &json!({ "cdr": pushed }))
+        .await;
 
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(
@@ -79,8 +81,11 @@ async fn retries_with_the_same_event_id_are_stored_once() {
 #[tokio::test]
 async fn start_and_end_events_of_one_call_are_two_records() {
     let app = spawn_app().await;
-    app.post_json(Provider::Callr, &envelope("e-start", "v2.call.inbound.started"))
-        .await;
+    app.post_json(
+        Provider::Callr,
+        &envelope("e-start", "v2.call.inbound.started"),
+    )
+    .await;
     app.post_json(Provider::Callr, &envelope("e-end", "v2.call.inbound.ended"))
         .await;
     let outcomes: Vec<Outcome> = app
@@ -111,13 +116,25 @@ async fn hmac_signature_is_verified_when_configured() {
 
     let missing = app.send(post(None)).await;
     let wrong = app
-        .send(post(Some(sign(b"other", HmacAlgorithm::Sha512, body.as_bytes()))))
+        .send(post(Some(sign(
+            b"other",
+            HmacAlgorithm::Sha512,
+            body.as_bytes(),
+        ))))
         .await;
     let sha256_instead = app
-        .send(post(Some(sign(b"callr-hmac", HmacAlgorithm::Sha256, body.as_bytes()))))
+        .send(post(Some(sign(
+            b"callr-hmac",
+            HmacAlgorithm::Sha256,
+            body.as_bytes(),
+        ))))
         .await;
     let valid = app
-        .send(post(Some(sign(b"callr-hmac", HmacAlgorithm::Sha512, body.as_bytes()))))
+        .send(post(Some(sign(
+            b"callr-hmac",
+            HmacAlgorithm::Sha512,
+            body.as_bytes(),
+        ))))
         .await;
 
     for refused in [&missing, &wrong, &sha256_instead] {

@@ -9,7 +9,10 @@ async fn healthz_and_readyz_answer() {
     let ready = app
         .send(app.client.get(format!("{}/readyz", app.address)))
         .await;
-    assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        (health.status, health.body["status"].as_str()),
+        (200, Some("ok"))
+    );
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["checks"]["database"], "ok");
 }

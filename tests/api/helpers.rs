@@ -72,8 +72,7 @@ fn config_file(dir: &TempDir) -> PathBuf {
 
 /// Starts ringback from the config file in `dir`.
 async fn start(dir: TempDir) -> TestApp {
-    let config =
-        config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
+    let config = config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
     let app = Application::build(config).await.expect("ringback starts");
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
@@ -145,8 +144,12 @@ impl TestApp {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
-        self.post_raw(provider, "application/x-www-form-urlencoded", body.into_bytes())
-            .await
+        self.post_raw(
+            provider,
+            "application/x-www-form-urlencoded",
+            body.into_bytes(),
+        )
+        .await
     }
 
     pub async fn get_query(&self, provider: Provider, pairs: &[(String, String)]) -> Answer {

@@ -25,10 +25,7 @@ async fn missing_token_is_401_and_kept() {
     assert_eq!(answer.status, 401);
     assert_eq!(answer.body["error"], "unauthorized");
     assert!(
-        answer.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("?token="),
+        answer.body["detail"].as_str().unwrap().contains("?token="),
         "{}",
         answer.body
     );
@@ -99,7 +96,10 @@ async fn unparseable_body_is_400_and_kept() {
         answer.body
     );
     let kept = only_rejection(&app).await;
-    assert_eq!((kept.status, kept.error.as_str()), (400, "malformed_payload"));
+    assert_eq!(
+        (kept.status, kept.error.as_str()),
+        (400, "malformed_payload")
+    );
     assert_eq!(kept.request.body, body);
 }
 
@@ -114,7 +114,10 @@ async fn unusable_payload_is_422_naming_the_field() {
     let missing = app.post_json(Provider::Telecmi, &no_id).await;
     let uncoercible = app.post_json(Provider::Callerdesk, &bad_time).await;
     let callr = app
-        .post_json(Provider::Callr, &json!({"type": "v2.call.inbound.ended", "data": {"status": "busy"}}))
+        .post_json(
+            Provider::Callr,
+            &json!({"type": "v2.call.inbound.ended", "data": {"status": "busy"}}),
+        )
         .await;
 
     assert_eq!(missing.status, 422);
@@ -128,7 +131,10 @@ async fn unusable_payload_is_422_naming_the_field() {
     );
     assert_eq!(uncoercible.status, 422);
     assert_eq!(uncoercible.body["field"], "StartTime");
-    assert_eq!((callr.status, callr.body["field"].as_str()), (422, Some("data.callid")));
+    assert_eq!(
+        (callr.status, callr.body["field"].as_str()),
+        (422, Some("data.callid"))
+    );
     let kept = app.rejections().await;
     assert_eq!(kept.len(), 3);
     assert!(kept.iter().all(|r| r.status == 422));
@@ -199,7 +205,9 @@ async fn provider_without_token_is_404() {
         )
     })
     .await;
-    let answer = app.post_json(Provider::Telecmi, &fixture("telecmi_user_missed.json")).await;
+    let answer = app
+        .post_json(Provider::Telecmi, &fixture("telecmi_user_missed.json"))
+        .await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.body["error"], "provider_disabled");
     assert!(
@@ -214,7 +222,10 @@ async fn provider_without_token_is_404() {
 async fn wrong_method_is_405() {
     let app = spawn_app().await;
     let answer = app
-        .send(app.client.get(app.url("callr", "token=callr-test-token&callid=1")))
+        .send(
+            app.client
+                .get(app.url("callr", "token=callr-test-token&callid=1")),
+        )
         .await;
     assert_eq!(answer.status, 405);
     assert_eq!(answer.body["error"], "method_not_allowed");
@@ -229,7 +240,12 @@ async fn sources_outside_the_allow_list_are_403() {
         .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.body["error"], "source_not_allowed");
-    assert!(answer.body["detail"].as_str().unwrap().contains("127.0.0.1"));
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
 
     let open = spawn_app_with("allow_from = [\"127.0.0.0/8\"]").await;
     let answer = open
