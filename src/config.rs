@@ -7,9 +7,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
 
-use crate::domain::Provider;
+use crate::domain::{Outcome, Provider};
 use crate::normalize::{ParseContext, Region, callr::HmacAlgorithm};
+use crate::route::{EmailAddress, Receiver, Route};
 
 pub const DEFAULT_PATH: &str = "config/ringback.toml";
 const ENV_PREFIX: &str = "RINGBACK__";
@@ -23,6 +25,109 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub providers: ProvidersConfig,
+    #[serde(default)]
+    pub telegram: TelegramConfig,
+    #[serde(default)]
+    pub email: EmailConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub templates: TemplatesConfig,
+    #[serde(default)]
+    pub receivers: std::collections::BTreeMap<String, Receiver>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    /// The bot token from @BotFather; unset: Telegram alerts are logged instead of sent.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub api_url: url::Url,
+    /// Seconds before a Bot API request is abandoned (and retried later).
+    pub timeout_seconds: u64,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            token: None,
+            token_file: None,
+            api_url: url::Url::parse("https://api.telegram.org").expect("a valid URL"),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://user:pass@host:587` (STARTTLS), `smtps://host:465`, `smtp://host:25?tls=none`.
+    pub smtp_url: Option<Secret>,
+    pub smtp_url_file: Option<PathBuf>,
+    pub from: Option<EmailAddress>,
+    /// Allow sending a password over a connection without TLS.
+    pub allow_plain_auth: bool,
+    pub timeout_seconds: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: None,
+            smtp_url_file: None,
+            from: None,
+            allow_plain_auth: false,
+            timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Outcomes of inbound calls that alert, unless a route says otherwise.
+    pub on: Spanned<Vec<Outcome>>,
+    /// Seconds to wait after a call's deciding record, so records arriving together are seen together.
+    pub settle_seconds: u64,
+    /// Time zone of times shown in messages, and of routes' `when` windows.
+    pub timezone: chrono_tz::Tz,
+    /// Give up a delivery that keeps failing for this long.
+    pub retry_deadline_hours: u64,
+    /// Warn when TeleCMI sends agent-ring records but no call-level record for this long.
+    pub call_records_missing_after_minutes: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            on: Spanned::new(
+                0..0,
+                vec![Outcome::Missed, Outcome::Canceled, Outcome::Abandoned],
+            ),
+            settle_seconds: 3,
+            timezone: chrono_tz::Asia::Kolkata,
+            retry_deadline_hours: 24,
+            call_records_missing_after_minutes: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// The folder of message templates, relative to the working directory.
+    pub dir: PathBuf,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        TemplatesConfig {
+            dir: PathBuf::from("templates"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +426,7 @@ pub fn parse_with_env(
     })?;
 
     read_secret_files(&mut config, base, &spanned, &source, &mut problems);
+    check_references(&config, &edited_source, &mut problems);
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -664,6 +770,137 @@ fn read_secret_files(
     }
     if let Some(c) = &mut p.callerdesk {
         read("callerdesk", "token", &mut c.token, &c.token_file);
+    }
+    let mut read_top =
+        |section: &str, value_key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>| {
+            let Some(file) = file else { return };
+            let path: Vec<String> = vec![section.to_owned(), format!("{value_key}_file")];
+            if value.as_ref().is_some_and(|v| !v.expose().is_empty()) {
+                problems.push(problem_at(
+                    spanned,
+                    source,
+                    &path,
+                    format!("set either `{value_key}` or `{value_key}_file`, not both"),
+                ));
+                return;
+            }
+            let full = if file.is_absolute() {
+                file.clone()
+            } else {
+                base.join(file)
+            };
+            match std::fs::read_to_string(&full) {
+                Ok(text) => *value = Some(Secret(text.trim().to_owned())),
+                Err(e) => problems.push(problem_at(
+                    spanned,
+                    source,
+                    &path,
+                    format!("cannot read secret file {}: {e}", full.display()),
+                )),
+            }
+        };
+    read_top(
+        "telegram",
+        "token",
+        &mut config.telegram.token,
+        &config.telegram.token_file,
+    );
+    read_top(
+        "email",
+        "smtp_url",
+        &mut config.email.smtp_url,
+        &config.email.smtp_url_file,
+    );
+}
+
+/// Checks what one key says about another: routes name receivers that exist, one default route,
+/// outcomes that can alert, an SMTP URL ringback can use.
+fn check_references(config: &Config, source: &Source<'_>, problems: &mut Vec<Problem>) {
+    let at = |span: Range<usize>, message: String| source.problem(span, &message);
+    let alertable = |outcomes: &[Outcome]| {
+        outcomes
+            .iter()
+            .find(|o| matches!(o, Outcome::Answered | Outcome::NotACallResult))
+            .map(|o| {
+                format!(
+                    "`{o}` cannot alert; use missed, canceled, abandoned, busy, failed or unknown"
+                )
+            })
+    };
+    if let Some(message) = alertable(config.alerts.on.get_ref()) {
+        problems.push(at(config.alerts.on.span(), message));
+    }
+    let receivers: Vec<&str> = config.receivers.keys().map(String::as_str).collect();
+    let known = |name: &Spanned<String>, problems: &mut Vec<Problem>| {
+        if !config.receivers.contains_key(name.get_ref()) {
+            problems.push(at(
+                name.span(),
+                format!(
+                    "receiver `{}` is not defined; add a [receivers.{}] section{}",
+                    name.get_ref(),
+                    name.get_ref(),
+                    if receivers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" or use one of: {}", receivers.join(", "))
+                    }
+                ),
+            ));
+        }
+    };
+    let mut names = std::collections::HashSet::new();
+    let mut default_route: Option<&Route> = None;
+    for route in &config.routes {
+        if !names.insert(route.name()) {
+            problems.push(at(
+                route.name.span(),
+                format!(
+                    "two routes are named `{}`; route names must be unique",
+                    route.name()
+                ),
+            ));
+        }
+        known(&route.receiver, problems);
+        if let Some(agent_rings) = &route.agent_rings {
+            known(agent_rings, problems);
+        }
+        if let Some(on) = &route.on
+            && let Some(message) = alertable(on.get_ref())
+        {
+            problems.push(at(on.span(), message));
+        }
+        if route.is_default() {
+            if let Some(first) = default_route {
+                problems.push(at(
+                    route.name.span(),
+                    format!("routes `{}` and `{}` both have no `match`, and only one route can be the default", first.name(), route.name()),
+                ));
+            } else {
+                default_route = Some(route);
+            }
+        }
+    }
+    if let Some(url) = &config.email.smtp_url
+        && !url.expose().is_empty()
+    {
+        if let Err(e) =
+            crate::deliver::email::SmtpSettings::parse(url.expose(), config.email.allow_plain_auth)
+        {
+            problems.push(Problem {
+                line: None,
+                column: None,
+                key: Some("email.smtp_url".into()),
+                message: e.to_string(),
+            });
+        }
+        if config.email.from.is_none() {
+            problems.push(Problem {
+                line: None,
+                column: None,
+                key: Some("email.from".into()),
+                message: "email.smtp_url is set, so email.from must name the sender, like \"ringback <alerts@example.com>\"".into(),
+            });
+        }
     }
 }
 

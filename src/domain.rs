@@ -235,3 +235,23 @@ mod tests {
         assert!("nope".parse::<Outcome>().is_err());
     }
 }
+
+/// Config files name providers, outcomes and directions by their stored names.
+macro_rules! deserialize_from_str {
+    ($($t:ty: $expected:literal),*) => {$(
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("`{s}` is not one of {}", $expected))
+                })
+            }
+        }
+    )*};
+}
+
+deserialize_from_str!(
+    Provider: "telecmi, callr, callerdesk",
+    Outcome: "answered, missed, canceled, abandoned, busy, failed, unknown",
+    Direction: "inbound, outbound"
+);

@@ -8,23 +8,39 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use std::sync::Arc;
+
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 
-pub fn router(store: Store) -> Router {
+#[derive(Clone)]
+struct Health {
+    store: Store,
+    pipeline: Arc<Pipeline>,
+}
+
+pub fn router(store: Store, pipeline: Arc<Pipeline>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(store)
+        .with_state(Health { store, pipeline })
 }
 
 async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn readyz(State(store): State<Store>) -> Response {
-    match store.ping().await {
+async fn readyz(State(health): State<Health>) -> Response {
+    match health.store.ping().await {
         Ok(()) => {
-            Json(json!({ "status": "ready", "checks": { "database": "ok" } })).into_response()
+            let mut body = json!({ "status": "ready", "checks": { "database": "ok" } });
+            // Ready, but set up wrongly: said in the details, not as a failure that would take
+            // the instance out of a load balancer.
+            if let Ok(Some(warning)) = health.pipeline.missing_call_records().await {
+                body["checks"]["telecmi_call_records"] = json!("missing");
+                body["warnings"] = json!([warning]);
+            }
+            Json(body).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -3,12 +3,19 @@
 //! The pipeline, in the order a call record travels it: [`ingest`] (webhook endpoints) →
 //! [`normalize`] (provider payload → [`domain::CallRecord`]) → [`store`] (durable storage).
 
+pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod deliver;
+pub mod dispatch;
 pub mod domain;
 pub mod health;
 pub mod ingest;
 pub mod normalize;
+pub mod pipeline;
+pub mod render;
+pub mod route;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -9,23 +9,102 @@ use axum::Router;
 use axum::routing::any;
 use tokio::net::TcpListener;
 
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::deliver::{Deliverer, email, telegram};
+use crate::dispatch::Dispatcher;
 use crate::domain::Provider;
 use crate::health;
 use crate::ingest::{self, IngestState};
+use crate::pipeline::Pipeline;
+use crate::render::Templates;
 use crate::store::Store;
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Store,
+    pipeline: Arc<Pipeline>,
+    workers: Workers,
+}
+
+/// Whether `run_until` starts the background workers; tests drive them with [`Application::pipeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Background,
+    Manual,
 }
 
 impl Application {
-    /// Opens the database (migrating it) and binds the listener; nothing is served until `run`.
+    /// Opens the database (migrating it), loads the templates and binds the listener; nothing is
+    /// served until `run_until`.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with(config, Clock::System, Workers::Background).await
+    }
+
+    pub async fn build_with(
+        config: Config,
+        clock: Clock,
+        workers: Workers,
+    ) -> anyhow::Result<Application> {
         let store = Store::open(&config.storage.url).await?;
-        let ingest = Arc::new(IngestState::new(&config, store.clone()));
+        let templates = Arc::new(Templates::load(&config.templates.dir)?);
+        for route in &config.routes {
+            templates.check_route(&route.templates).with_context(|| {
+                format!(
+                    "route `{}` names a template that does not work",
+                    route.name()
+                )
+            })?;
+        }
+        let telegram = telegram::Telegram::from_config(&config.telegram);
+        if telegram.is_none() {
+            tracing::warn!(
+                "telegram.token is not set: Telegram alerts are written to the log instead of sent"
+            );
+        }
+        let mailer = match (&config.email.smtp_url, &config.email.from) {
+            (Some(url), Some(from)) if !url.expose().is_empty() => {
+                let settings =
+                    email::SmtpSettings::parse(url.expose(), config.email.allow_plain_auth)?;
+                tracing::info!(smtp = %settings, "emailing alerts through SMTP");
+                Some(
+                    email::Mailer::new(
+                        &settings,
+                        from.0.clone(),
+                        std::time::Duration::from_secs(config.email.timeout_seconds),
+                    )
+                    .map_err(anyhow::Error::msg)?,
+                )
+            }
+            _ => {
+                tracing::warn!(
+                    "email.smtp_url is not set: email alerts are written to the log instead of sent"
+                );
+                None
+            }
+        };
+        for (name, receiver) in &config.receivers {
+            if receiver.telegram.0.is_empty() && receiver.email.0.is_empty() {
+                tracing::warn!(receiver = %name, "receiver has no Telegram chat or email address");
+            }
+        }
+        let config = Arc::new(config);
+        let wake = Arc::new(Notify::new());
+        let pipeline = Arc::new(Pipeline::new(
+            store.clone(),
+            Dispatcher::new(store.clone(), config.clone()),
+            Deliverer::new(store.clone(), templates, telegram, mailer),
+            clock.clone(),
+            wake.clone(),
+            chrono::Duration::minutes(
+                i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
+            ),
+        ));
+        let ingest = Arc::new(IngestState::new(&config, store.clone(), clock, wake));
         for provider in config.providers_without_token() {
             tracing::warn!(
                 %provider,
@@ -43,9 +122,15 @@ impl Application {
         })?;
         Ok(Application {
             listener,
-            router: app(ingest, store.clone()),
+            router: app(ingest, store.clone(), pipeline.clone()),
             store,
+            pipeline,
+            workers,
         })
+    }
+
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -64,23 +149,29 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "ringback is listening");
-        axum::serve(
+        let workers = (self.workers == Workers::Background)
+            .then(|| tokio::spawn(self.pipeline.clone().run()));
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+        // Messages being sent keep their claim; a restart sends them once the claim lapses.
+        if let Some(workers) = workers {
+            workers.abort();
+        }
         self.store.close().await;
-        Ok(())
+        Ok(served?)
     }
 }
 
-pub fn app(ingest: Arc<IngestState>, store: Store) -> Router {
+pub fn app(ingest: Arc<IngestState>, store: Store, pipeline: Arc<Pipeline>) -> Router {
     Router::new()
         .route("/webhooks/{provider}", any(ingest::webhook))
         .with_state(ingest)
-        .merge(health::router(store))
+        .merge(health::router(store, pipeline))
         .fallback(health::not_found)
 }
 

@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::domain::{CallRecord, PhoneNumber, Provider};
+use crate::classify::{DecisionKind, DecisionRequest};
+use crate::domain::{CallRecord, Outcome, PhoneNumber, Provider};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -156,6 +157,7 @@ impl Store {
         &self,
         record: &CallRecord,
         raw: &RawRequest,
+        decision: Option<(&DecisionRequest, DateTime<Utc>)>,
     ) -> Result<Ingested, StoreError> {
         let mut tx = self.pool.begin().await?;
         let phone = |p: &Option<PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
@@ -220,6 +222,21 @@ impl Store {
         .bind(received_at)
         .execute(&mut *tx)
         .await?;
+        if let Some((request, decide_at)) = decision {
+            // The first deciding record of a call opens its settle window; records arriving
+            // later join that window, and after it closes they never alert again.
+            sqlx::query(
+                "INSERT INTO decisions (provider, subject, kind, record_id, decide_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, subject) DO NOTHING",
+            )
+            .bind(record.provider.as_str())
+            .bind(&request.subject)
+            .bind(request.kind.as_str())
+            .bind(id)
+            .bind(decide_at.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Ingested::Stored { id })
     }
@@ -297,6 +314,452 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?)
+    }
+}
+
+/// A decision whose settle window has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDecision {
+    pub id: i64,
+    pub provider: Provider,
+    pub subject: String,
+    pub kind: DecisionKind,
+    pub record_id: i64,
+}
+
+/// An alert to write with its decision, and the messages it sends.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub record_id: i64,
+    pub route: String,
+    pub receiver: String,
+    pub kind: String,
+    pub context: String,
+    pub messages: Vec<NewMessage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub channel: String,
+    pub destination: String,
+    pub options: String,
+    /// Pending messages with the same key go out together.
+    pub batch_key: String,
+    /// How long the first message of a batch waits for others to join it.
+    pub group_wait: chrono::Duration,
+    pub deadline: DateTime<Utc>,
+}
+
+/// A message claimed for sending, with what its templates need.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub alert_id: i64,
+    pub channel: String,
+    pub destination: String,
+    pub options: String,
+    pub batch_key: String,
+    pub attempts: i64,
+    pub deadline: DateTime<Utc>,
+    pub context: String,
+    pub route: String,
+    pub receiver: String,
+}
+
+/// An outbox row as it stands, for tests and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub alert_id: i64,
+    pub channel: String,
+    pub destination: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub message_id: Option<String>,
+    pub not_before: DateTime<Utc>,
+}
+
+impl Store {
+    pub async fn due_decisions(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueDecision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider, subject, kind, record_id FROM decisions \
+             WHERE decided_at IS NULL AND decide_at <= $1 ORDER BY decide_at, id LIMIT $2",
+        )
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueDecision {
+                    id: row.try_get("id")?,
+                    provider: parsed(row, "provider")?,
+                    subject: row.try_get("subject")?,
+                    kind: parsed(row, "kind")?,
+                    record_id: row.try_get("record_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the next undecided decision comes due.
+    pub async fn next_decision_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(decide_at) AS at FROM decisions WHERE decided_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        millis(&row, "at")
+    }
+
+    pub async fn record(&self, id: i64) -> Result<Option<StoredRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM call_records WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// Records the verdict and writes its alerts and messages in one transaction; `false` when
+    /// the decision had already been taken (then nothing is written).
+    pub async fn commit_decision(
+        &self,
+        decision_id: i64,
+        now: DateTime<Utc>,
+        verdict: &str,
+        alerts: &[NewAlert],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
+        )
+        .bind(now.timestamp_millis())
+        .bind(verdict)
+        .bind(decision_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for alert in alerts {
+            let alert_id: i64 = sqlx::query(
+                "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(decision_id)
+            .bind(alert.record_id)
+            .bind(&alert.route)
+            .bind(&alert.receiver)
+            .bind(&alert.kind)
+            .bind(&alert.context)
+            .bind(now.timestamp_millis())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            for message in &alert.messages {
+                // A message joins the batch already waiting for its destination, if any.
+                let waiting = sqlx::query(
+                    "SELECT MIN(not_before) AS at FROM outbox WHERE batch_key = $1 AND state = 'pending'",
+                )
+                .bind(&message.batch_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                let not_before = match millis(&waiting, "at")? {
+                    Some(at) if message.group_wait > chrono::Duration::zero() => at,
+                    _ => now + message.group_wait,
+                };
+                sqlx::query(
+                    "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
+                     not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+                )
+                .bind(alert_id)
+                .bind(&message.channel)
+                .bind(&message.destination)
+                .bind(&message.options)
+                .bind(&message.batch_key)
+                .bind(not_before.timestamp_millis())
+                .bind(message.deadline.timestamp_millis())
+                .bind(now.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Call-level records from `caller` with one of `outcomes`, received since `since`.
+    pub async fn count_calls_from(
+        &self,
+        caller: &str,
+        outcomes: &[Outcome],
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let placeholders: Vec<String> =
+            (0..outcomes.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT COUNT(DISTINCT conversation_id) AS n FROM call_records \
+             WHERE COALESCE(caller_e164, caller) = $1 AND received_at >= $2 AND leg = 'a' \
+             AND outcome IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(caller)
+            .bind(since.timestamp_millis());
+        for o in outcomes {
+            query = query.bind(o.as_str());
+        }
+        Ok(query.fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
+    /// Claims due messages (and messages whose claim lapsed) until `lease_until`.
+    pub async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE outbox SET state = 'sending', lease_until = $1 WHERE id IN (\
+             SELECT id FROM outbox WHERE (state = 'pending' AND not_before <= $2) \
+             OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $3) RETURNING id",
+        )
+        .bind(lease_until.timestamp_millis())
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<i64> = claimed
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT o.id, o.alert_id, o.channel, o.destination, o.options, o.batch_key, o.attempts, \
+             o.deadline, a.context, a.route, a.receiver FROM outbox o JOIN alerts a ON a.id = o.alert_id \
+             WHERE o.id IN ({}) ORDER BY o.id",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxItem {
+                    id: row.try_get("id")?,
+                    alert_id: row.try_get("alert_id")?,
+                    channel: row.try_get("channel")?,
+                    destination: row.try_get("destination")?,
+                    options: row.try_get("options")?,
+                    batch_key: row.try_get("batch_key")?,
+                    attempts: row.try_get("attempts")?,
+                    deadline: millis(row, "deadline")?
+                        .ok_or_else(|| StoreError::Corrupt("outbox.deadline".into()))?,
+                    context: row.try_get("context")?,
+                    route: row.try_get("route")?,
+                    receiver: row.try_get("receiver")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_sent(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        self.update_each(ids, |id| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $1, message_id = $2, attempts = attempts + 1, \
+                 lease_until = NULL WHERE id = $3",
+            )
+            .bind(now.timestamp_millis())
+            .bind(message_id.to_owned())
+            .bind(id)
+        })
+        .await
+    }
+
+    /// A failed attempt that will be tried again at `retry_at`.
+    pub async fn mark_retry(
+        &self,
+        ids: &[i64],
+        retry_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.update_each(ids, |id| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, \
+                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
+            )
+            .bind(retry_at.timestamp_millis())
+            .bind(error.to_owned())
+            .bind(id)
+        })
+        .await
+    }
+
+    /// Puts claimed messages back, unattempted, to be sent at `at` (rate limits, batch splits).
+    pub async fn release(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.update_each(ids, |id| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', not_before = $1, lease_until = NULL WHERE id = $2",
+            )
+            .bind(at.timestamp_millis())
+            .bind(id)
+        })
+        .await
+    }
+
+    pub async fn mark_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
+        self.update_each(ids, |id| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'failed', last_error = $1, attempts = attempts + 1, \
+                 lease_until = NULL WHERE id = $2",
+            )
+            .bind(error.to_owned())
+            .bind(id)
+        })
+        .await
+    }
+
+    async fn update_each<'q>(
+        &self,
+        ids: &[i64],
+        query: impl Fn(i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            query(*id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sends everything still waiting for `old` to `new` from now on.
+    pub async fn migrate_chat(
+        &self,
+        old: i64,
+        new: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO chat_migrations (old_chat_id, new_chat_id, migrated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id",
+        )
+        .bind(old)
+        .bind(new)
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET destination = $1, batch_key = REPLACE(batch_key, $2, $3) \
+             WHERE channel = 'telegram' AND destination = $4 AND state IN ('pending', 'sending')",
+        )
+        .bind(new.to_string())
+        .bind(format!("|{old}|"))
+        .bind(format!("|{new}|"))
+        .bind(old.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Where a Telegram chat lives now, after any supergroup migrations.
+    pub async fn current_chat(&self, chat_id: i64) -> Result<i64, StoreError> {
+        let mut chat = chat_id;
+        // Bounded: a chat migrates at most once, but a bad row must not loop forever.
+        for _ in 0..4 {
+            let row = sqlx::query("SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = $1")
+                .bind(chat)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row {
+                Some(row) => chat = row.try_get("new_chat_id")?,
+                None => break,
+            }
+        }
+        Ok(chat)
+    }
+
+    pub async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    id: row.try_get("id")?,
+                    alert_id: row.try_get("alert_id")?,
+                    channel: row.try_get("channel")?,
+                    destination: row.try_get("destination")?,
+                    state: row.try_get("state")?,
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    message_id: row.try_get("message_id")?,
+                    not_before: millis(row, "not_before")?
+                        .ok_or_else(|| StoreError::Corrupt("outbox.not_before".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the next pending message may go.
+    pub async fn next_message_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN state = 'pending' THEN not_before ELSE lease_until END) AS at \
+             FROM outbox WHERE state IN ('pending', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        millis(&row, "at")
+    }
+
+    /// Verdicts taken so far, by verdict text, for tests and the unrouted count.
+    pub async fn verdicts(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subject, verdict FROM decisions WHERE decided_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("subject")?, r.try_get("verdict")?)))
+            .collect()
+    }
+
+    /// The oldest TeleCMI agent-ring record (of the last day) whose call has no call-level
+    /// record: its age says whether the call-level CDR webhooks are set up.
+    pub async fn oldest_ring_without_call_record(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(b.received_at) AS at FROM call_records b WHERE b.provider = 'telecmi' \
+             AND b.leg = 'b' AND b.received_at >= $1 AND NOT EXISTS (SELECT 1 FROM call_records a \
+             WHERE a.provider = 'telecmi' AND a.leg = 'a' AND a.outcome <> 'not_a_call_result' \
+             AND a.received_at >= b.received_at)",
+        )
+        .bind(since.timestamp_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        millis(&row, "at")
     }
 }
 

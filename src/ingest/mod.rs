@@ -12,10 +12,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
+use crate::classify;
+use crate::clock::Clock;
 use crate::config::{Config, ProviderSettings};
 use crate::domain::{CallRecord, Provider};
 use crate::normalize::{self, Inbound, ParseError, callr};
@@ -35,10 +36,19 @@ pub struct IngestState {
     providers: HashMap<Provider, ProviderSettings>,
     body_limit: usize,
     trust_forwarded_for: bool,
+    settle: chrono::Duration,
+    clock: Clock,
+    /// Wakes the alert pipeline when a stored record asks for a decision.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, store: Store) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: Clock,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let providers = Provider::ALL
             .into_iter()
             .filter_map(|p| config.provider(p).map(|s| (p, s)))
@@ -48,6 +58,11 @@ impl IngestState {
             providers,
             body_limit: config.server.body_limit_bytes,
             trust_forwarded_for: config.server.trust_forwarded_for,
+            settle: chrono::Duration::seconds(
+                i64::try_from(config.alerts.settle_seconds).unwrap_or(i64::MAX / 1000),
+            ),
+            clock,
+            wake,
         }
     }
 
@@ -107,7 +122,7 @@ pub async fn webhook(
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
-    let received_at = Utc::now();
+    let received_at = state.clock.now();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -262,7 +277,13 @@ async fn accept(
         body: &raw.body,
     };
     let record = normalize::parse(provider, &inbound, &settings.parse)?;
-    let ingested = state.store.ingest(&record, raw).await.map_err(|e| {
+    let decision = classify::decision_for(&record);
+    let decide_at = raw.received_at + state.settle;
+    let ingested = state
+        .store
+        .ingest(&record, raw, decision.as_ref().map(|d| (d, decide_at)))
+        .await
+        .map_err(|e| {
         tracing::error!(%provider, call_id = %record.call_id, error = %e, "cannot store a webhook");
         Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -270,6 +291,9 @@ async fn accept(
             "the record could not be stored; the provider should send it again",
         )
     })?;
+    if decision.is_some() && matches!(ingested, Ingested::Stored { .. }) {
+        state.wake.notify_one();
+    }
     Ok((record, ingested))
 }
 

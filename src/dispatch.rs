@@ -1,0 +1,315 @@
+//! Takes each decision whose settle window has passed: classifies the call, routes it, and writes
+//! its alerts and outbox messages in the same transaction that records the verdict.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::classify::{self, DecisionKind, Verdict};
+use crate::config::Config;
+use crate::deliver::{EMAIL, EmailOptions, TELEGRAM, TelegramOptions};
+use crate::domain::{CallRecord, Direction, Outcome};
+use crate::normalize::Region;
+use crate::render::{self, CallView, ViewInput};
+use crate::route::{self, Route};
+use crate::store::{DueDecision, NewAlert, NewMessage, Store, StoreError, StoredRecord};
+
+pub struct Dispatcher {
+    store: Store,
+    config: Arc<Config>,
+}
+
+/// What was decided for one call, and the alerts it raises.
+struct Decision {
+    verdict: String,
+    alerts: Vec<NewAlert>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, config: Arc<Config>) -> Dispatcher {
+        Dispatcher { store, config }
+    }
+
+    /// Decides every decision due at `now`; returns how many it took.
+    pub async fn step(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let due = self.store.due_decisions(now, 200).await?;
+        let mut taken = 0;
+        for d in &due {
+            let decision = self.decide(d, now).await?;
+            if self
+                .store
+                .commit_decision(d.id, now, &decision.verdict, &decision.alerts)
+                .await?
+            {
+                taken += 1;
+                tracing::info!(
+                    provider = %d.provider,
+                    call = %d.subject,
+                    verdict = %decision.verdict,
+                    alerts = decision.alerts.len(),
+                    "call decided"
+                );
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn decide(&self, d: &DueDecision, now: DateTime<Utc>) -> Result<Decision, StoreError> {
+        match d.kind {
+            DecisionKind::Call => {
+                let records = self.store.records_of_call(d.provider, &d.subject).await?;
+                match classify::classify_call(&records) {
+                    Verdict::NotAnswered { record, rang } => {
+                        self.alerts_for_call(d, &record, rang, now).await
+                    }
+                    other => Ok(Decision {
+                        verdict: other.describe(),
+                        alerts: Vec::new(),
+                    }),
+                }
+            }
+            DecisionKind::AgentRing => match self.store.record(d.record_id).await? {
+                Some(record) => self.alerts_for_ring(d, &record, now).await,
+                None => Ok(Decision {
+                    verdict: "the ring's record is gone".into(),
+                    alerts: Vec::new(),
+                }),
+            },
+        }
+    }
+
+    fn region(&self, record: &CallRecord) -> Region {
+        self.config
+            .provider(record.provider)
+            .map(|p| p.parse.region)
+            .unwrap_or_default()
+    }
+
+    async fn alerts_for_call(
+        &self,
+        d: &DueDecision,
+        stored: &StoredRecord,
+        rang: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError> {
+        let record = &stored.record;
+        let at = record.occurred_at().unwrap_or(stored.received_at);
+        let tz = self.config.alerts.timezone;
+        let matched = route::matching(&self.config.routes, record, at, tz, self.region(record));
+        if matched.is_empty() {
+            tracing::warn!(provider = %d.provider, call = %d.subject, group = ?record.group,
+                called = ?record.called.as_ref().map(|c| &c.raw),
+                "a missed call matched no route and there is no default route: nobody is alerted");
+            return Ok(Decision {
+                verdict: format!("{}: unrouted", record.outcome),
+                alerts: Vec::new(),
+            });
+        }
+        let missed_24h = self.missed_from_caller(record, now).await?;
+        let mut alerts = Vec::new();
+        let mut notes = Vec::new();
+        for m in matched {
+            let route = m.route;
+            if let Some(why_not) = self.why_route_does_not_alert(route, record) {
+                notes.push(format!("{}: {why_not}", route.name()));
+                continue;
+            }
+            notes.push(format!("{}: alert", route.name()));
+            let view = CallView::new(ViewInput {
+                kind: "missed_call",
+                record,
+                at,
+                agents_rang: rang.clone(),
+                route: route.name(),
+                receiver: route.receiver.get_ref(),
+                timezone: route.timezone.unwrap_or(tz),
+                missed_24h,
+            });
+            alerts.push(
+                self.alert(
+                    d,
+                    stored.id,
+                    route,
+                    route.receiver.get_ref(),
+                    "missed_call",
+                    &view,
+                    now,
+                )
+                .await?,
+            );
+        }
+        Ok(Decision {
+            verdict: format!("{} ({})", record.outcome, notes.join("; ")),
+            alerts,
+        })
+    }
+
+    /// Why a matched route does not alert for this call, if it does not.
+    fn why_route_does_not_alert(&self, route: &Route, record: &CallRecord) -> Option<String> {
+        let on = route
+            .on
+            .as_ref()
+            .map_or(self.config.alerts.on.get_ref(), |on| on.get_ref());
+        if !on.contains(&record.outcome) {
+            return Some(format!(
+                "outcome {} is not in its `on` list",
+                record.outcome
+            ));
+        }
+        let asks_for_outbound = route
+            .matcher
+            .as_ref()
+            .is_some_and(|m| m.direction.0.contains(&Direction::Outbound));
+        if record.direction == Direction::Outbound && !asks_for_outbound {
+            return Some(
+                "outbound calls alert only on routes that match direction = \"outbound\"".into(),
+            );
+        }
+        None
+    }
+
+    async fn alerts_for_ring(
+        &self,
+        d: &DueDecision,
+        stored: &StoredRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, StoreError> {
+        let record = &stored.record;
+        let at = record.occurred_at().unwrap_or(stored.received_at);
+        let tz = self.config.alerts.timezone;
+        let mut alerts = Vec::new();
+        for m in route::matching(&self.config.routes, record, at, tz, self.region(record)) {
+            let Some(receiver) = &m.route.agent_rings else {
+                continue;
+            };
+            let view = CallView::new(ViewInput {
+                kind: "agent_ring",
+                record,
+                at,
+                agents_rang: record.agent.iter().cloned().collect(),
+                route: m.route.name(),
+                receiver: receiver.get_ref(),
+                timezone: m.route.timezone.unwrap_or(tz),
+                missed_24h: 0,
+            });
+            alerts.push(
+                self.alert(
+                    d,
+                    stored.id,
+                    m.route,
+                    receiver.get_ref(),
+                    "agent_ring",
+                    &view,
+                    now,
+                )
+                .await?,
+            );
+        }
+        Ok(Decision {
+            verdict: if alerts.is_empty() {
+                "agent ring: no route asks for agent_rings".into()
+            } else {
+                "agent ring: alert".into()
+            },
+            alerts,
+        })
+    }
+
+    async fn missed_from_caller(
+        &self,
+        record: &CallRecord,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let Some(caller) = &record.caller else {
+            return Ok(0);
+        };
+        let key = caller.e164.as_deref().unwrap_or(&caller.raw);
+        let alerting: Vec<Outcome> = Outcome::ALL
+            .into_iter()
+            .filter(|o| !matches!(o, Outcome::Answered | Outcome::NotACallResult))
+            .collect();
+        self.store
+            .count_calls_from(key, &alerting, now - Duration::hours(24))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn alert(
+        &self,
+        d: &DueDecision,
+        record_id: i64,
+        route: &Route,
+        receiver_name: &str,
+        kind: &str,
+        view: &CallView,
+        now: DateTime<Utc>,
+    ) -> Result<NewAlert, StoreError> {
+        let deadline = now
+            + Duration::hours(i64::try_from(self.config.alerts.retry_deadline_hours).unwrap_or(24));
+        let group_wait = Duration::seconds(i64::try_from(route.group_wait_seconds).unwrap_or(0));
+        // Without a grouping window each call is its own batch.
+        let batch = |destination: &str, channel: &str| {
+            if route.group_wait_seconds > 0 {
+                format!("{}|{receiver_name}|{channel}|{destination}|", route.name())
+            } else {
+                format!(
+                    "{}|{receiver_name}|{channel}|{destination}|{}",
+                    route.name(),
+                    d.id
+                )
+            }
+        };
+        let mut messages = Vec::new();
+        if let Some(receiver) = self.config.receivers.get(receiver_name) {
+            for target in &receiver.telegram.0 {
+                let chat = self.store.current_chat(target.chat_id).await?.to_string();
+                let options = TelegramOptions {
+                    thread: target.message_thread_id,
+                    silent: target.disable_notification || route.silent,
+                    template: route
+                        .templates
+                        .telegram
+                        .clone()
+                        .unwrap_or_else(|| render::DEFAULT_TELEGRAM.to_owned()),
+                };
+                messages.push(NewMessage {
+                    channel: TELEGRAM.into(),
+                    batch_key: batch(&chat, TELEGRAM),
+                    destination: chat,
+                    options: serde_json::to_string(&options).expect("options serialize"),
+                    group_wait,
+                    deadline,
+                });
+            }
+            for address in &receiver.email.0 {
+                let to = address.to_string();
+                let options = EmailOptions {
+                    templates: route.templates.clone(),
+                };
+                messages.push(NewMessage {
+                    channel: EMAIL.into(),
+                    batch_key: batch(&to, EMAIL),
+                    destination: to,
+                    options: serde_json::to_string(&options).expect("options serialize"),
+                    group_wait,
+                    deadline,
+                });
+            }
+        }
+        if messages.is_empty() {
+            tracing::warn!(
+                receiver = receiver_name,
+                route = route.name(),
+                "receiver has no Telegram chat or email address: the alert is recorded but sent nowhere"
+            );
+        }
+        Ok(NewAlert {
+            record_id,
+            route: route.name().to_owned(),
+            receiver: receiver_name.to_owned(),
+            kind: kind.to_owned(),
+            context: serde_json::to_string(view).expect("a call view serializes"),
+            messages,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Runs the alert pipeline's workers: dispatch (decide due calls) then deliver (drain the outbox),
+//! woken by new records or by the next due time; tests run one pass to completion instead.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::deliver::Deliverer;
+use crate::dispatch::Dispatcher;
+use crate::store::{Store, StoreError};
+
+/// The longest the workers sleep without looking at the database.
+const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
+
+pub struct Pipeline {
+    store: Store,
+    dispatcher: Dispatcher,
+    deliverer: Deliverer,
+    clock: Clock,
+    wake: Arc<Notify>,
+    /// How long agent-ring records may go without a call-level record before a warning.
+    call_records_missing_after: Duration,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        dispatcher: Dispatcher,
+        deliverer: Deliverer,
+        clock: Clock,
+        wake: Arc<Notify>,
+        call_records_missing_after: Duration,
+    ) -> Pipeline {
+        Pipeline {
+            store,
+            dispatcher,
+            deliverer,
+            clock,
+            wake,
+            call_records_missing_after,
+        }
+    }
+
+    /// One pass: decides what is due, then sends what is due. Returns whether anything happened.
+    pub async fn run_once(&self) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let decided = self.dispatcher.step(now).await?;
+        let sent = self.deliverer.step(now).await?;
+        Ok(decided + sent > 0)
+    }
+
+    /// Passes until nothing more is due at the current time.
+    pub async fn run_until_idle(&self) -> Result<(), StoreError> {
+        while self.run_once().await? {}
+        Ok(())
+    }
+
+    /// Runs the workers until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut last_watch = self.clock.now() - Duration::hours(1);
+        loop {
+            if let Err(e) = self.run_until_idle().await {
+                tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                continue;
+            }
+            let now = self.clock.now();
+            if now - last_watch >= Duration::minutes(10) {
+                last_watch = now;
+                if let Ok(Some(warning)) = self.missing_call_records().await {
+                    tracing::warn!("{warning}");
+                }
+            }
+            let wait = match self.next_due().await {
+                Ok(Some(at)) => (at - now)
+                    .to_std()
+                    .unwrap_or(StdDuration::ZERO)
+                    .min(MAX_IDLE),
+                _ => MAX_IDLE,
+            };
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(wait) => {},
+            }
+        }
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let decision = self.store.next_decision_at().await?;
+        let message = self.store.next_message_at().await?;
+        Ok(match (decision, message) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// A warning when TeleCMI sends agents' rings but no call-level records: without the
+    /// call-level CDR webhooks ringback cannot tell a missed call from one a teammate answered.
+    pub async fn missing_call_records(&self) -> Result<Option<String>, StoreError> {
+        let now = self.clock.now();
+        let oldest = self
+            .store
+            .oldest_ring_without_call_record(now - Duration::hours(24))
+            .await?;
+        Ok(oldest
+            .filter(|at| now - *at >= self.call_records_missing_after)
+            .map(|at| {
+                format!(
+                    "TeleCMI has sent agent-ring (leg b) records since {} but no call-level CDR: enable the \
+                     Incoming Missed CDR and Incoming Answered CDR webhooks in TeleCMI, or ringback cannot \
+                     alert on missed calls",
+                    at.format("%Y-%m-%d %H:%M UTC")
+                )
+            }))
+    }
+}
