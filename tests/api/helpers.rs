@@ -2,9 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use ringback::clock::Clock;
 use ringback::config;
 use ringback::domain::Provider;
-use ringback::startup::Application;
+use ringback::pipeline::Pipeline;
+use ringback::startup::{Application, Workers};
 use ringback::store::{Rejection, Store, StoredRecord};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -14,10 +18,19 @@ pub const TELECMI_TOKEN: &str = "telecmi-test-token";
 pub const CALLR_TOKEN: &str = "callr-test-token";
 pub const CALLERDESK_TOKEN: &str = "callerdesk-test-token";
 
+/// Tests start on Monday 2026-11-23 at 10:00 UTC (15:30 in Asia/Kolkata).
+pub fn start_time() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Store,
+    pub clock: Clock,
+    pipeline: Arc<Pipeline>,
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -41,11 +54,15 @@ token = "{TELECMI_TOKEN}"
 token = "{CALLERDESK_TOKEN}"
 timezone = "Asia/Kolkata"
 
+[templates]
+dir = "{templates}"
+
 [providers.callr]
 token = "{CALLR_TOKEN}"
 {extra}
 "#,
-        db = db.display()
+        db = db.display(),
+        templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
     )
 }
 
@@ -60,20 +77,28 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
 
 /// Starts ringback with the config text `config` makes from the database path.
 pub async fn spawn_app_from(config: impl FnOnce(&Path) -> String) -> TestApp {
+    spawn_app_on(Clock::manual(start_time()), config).await
+}
+
+/// Starts ringback on `clock` (shared with the fakes) with the config `config` makes.
+pub async fn spawn_app_on(clock: Clock, config: impl FnOnce(&Path) -> String) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db = dir.path().join("ringback.db");
     std::fs::write(config_file(&dir), config(&db)).unwrap();
-    start(dir).await
+    start(dir, clock).await
 }
 
 fn config_file(dir: &TempDir) -> PathBuf {
     dir.path().join("ringback.toml")
 }
 
-/// Starts ringback from the config file in `dir`.
-async fn start(dir: TempDir) -> TestApp {
+/// Starts ringback from the config file in `dir`, its workers stepped by the test.
+async fn start(dir: TempDir, clock: Clock) -> TestApp {
     let config = config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
-    let app = Application::build(config).await.expect("ringback starts");
+    let app = Application::build_with(config, clock.clone(), Workers::Manual)
+        .await
+        .expect("ringback starts");
+    let pipeline = app.pipeline();
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -84,6 +109,8 @@ async fn start(dir: TempDir) -> TestApp {
         address,
         client: reqwest::Client::new(),
         store,
+        clock,
+        pipeline,
         dir,
         shutdown: Some(tx),
         server: Some(server),
@@ -195,7 +222,28 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
-        start(self.dir).await
+        start(self.dir, self.clock.clone()).await
+    }
+
+    /// Kills the server at once, as a crash or `kill -9` would, and starts it again.
+    pub async fn crash_and_restart(mut self) -> TestApp {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.store.close().await;
+        start(self.dir, self.clock.clone()).await
+    }
+
+    /// Runs the alert pipeline until nothing more is due at the test clock's time.
+    pub async fn run_pipeline(&self) {
+        self.pipeline.run_until_idle().await.unwrap();
+    }
+
+    /// Moves the clock forward, then runs what came due.
+    pub async fn advance(&self, seconds: i64) {
+        self.clock.advance(chrono::Duration::seconds(seconds));
+        self.run_pipeline().await;
     }
 }
 
@@ -213,4 +261,26 @@ pub fn pairs_of(value: &Value) -> Vec<(String, String)> {
             (k.clone(), text)
         })
         .collect()
+}
+
+/// Config for alert tests: Telegram at the fake Bot API, email at the fake SMTP server, plus
+/// `rest` (receivers and routes).
+pub fn alerting(telegram_url: &str, smtp_url: &str, rest: &str) -> String {
+    format!(
+        r#"
+[telegram]
+token = "123456:TEST-TOKEN"
+api_url = "{telegram_url}"
+
+[email]
+smtp_url = "{smtp_url}"
+from = "ringback <alerts@ringback.test>"
+
+[alerts]
+settle_seconds = 3
+timezone = "Asia/Kolkata"
+
+{rest}
+"#
+    )
 }

@@ -1,11 +1,15 @@
 //! Integration tests: the real server on 127.0.0.1:0, a temporary config and SQLite database.
 
+mod alerts;
 mod callerdesk;
 mod callr;
 mod health;
 mod helpers;
 mod refusals;
 mod telecmi;
+
+#[path = "../support/mod.rs"]
+mod support;
 
 /// A provider sample from `tests/fixtures/`.
 pub fn fixture(name: &str) -> serde_json::Value {
