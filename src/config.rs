@@ -426,7 +426,9 @@ pub fn parse_with_env(
     })?;
 
     read_secret_files(&mut config, base, &spanned, &source, &mut problems);
-    check_references(&config, &edited_source, &mut problems);
+    if let Ok(edited_doc) = toml_edit::Document::parse(edited.clone()) {
+        check_references(&config, &edited_doc, &edited_source, &mut problems);
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -815,7 +817,13 @@ fn read_secret_files(
 
 /// Checks what one key says about another: routes name receivers that exist, one default route,
 /// outcomes that can alert, an SMTP URL ringback can use.
-fn check_references(config: &Config, source: &Source<'_>, problems: &mut Vec<Problem>) {
+fn check_references(
+    config: &Config,
+    doc: &toml_edit::Document<String>,
+    source: &Source<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let key = |path: &[&str]| path.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let at = |span: Range<usize>, message: String| source.problem(span, &message);
     let alertable = |outcomes: &[Outcome]| {
         outcomes
@@ -886,20 +894,20 @@ fn check_references(config: &Config, source: &Source<'_>, problems: &mut Vec<Pro
         if let Err(e) =
             crate::deliver::email::SmtpSettings::parse(url.expose(), config.email.allow_plain_auth)
         {
-            problems.push(Problem {
-                line: None,
-                column: None,
-                key: Some("email.smtp_url".into()),
-                message: e.to_string(),
-            });
+            problems.push(problem_at(
+                doc,
+                source,
+                &key(&["email", "smtp_url"]),
+                e.to_string(),
+            ));
         }
         if config.email.from.is_none() {
-            problems.push(Problem {
-                line: None,
-                column: None,
-                key: Some("email.from".into()),
-                message: "email.smtp_url is set, so email.from must name the sender, like \"ringback <alerts@example.com>\"".into(),
-            });
+            problems.push(problem_at(
+                doc,
+                source,
+                &key(&["email", "smtp_url"]),
+                "email.smtp_url is set, so email.from must name the sender, like \"ringback <alerts@example.com>\"".into(),
+            ));
         }
     }
 }
@@ -1040,6 +1048,88 @@ mod tests {
         assert_eq!(
             c.provider(Provider::Callr).unwrap().token.expose(),
             "from-file"
+        );
+    }
+
+    #[test]
+    fn routing_mistakes_are_named_with_their_line() {
+        let text = r#"
+[receivers.front]
+telegram = [-1001]
+
+[[routes]]
+name = "sales"
+match = { group = "Sales*" }
+receiver = "sales-desk"
+
+[[routes]]
+name = "a"
+receiver = "front"
+on = ["answered"]
+
+[[routes]]
+name = "b"
+receiver = "front"
+"#;
+        let err = parse(text, &[]).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 3, "{err}");
+        assert_eq!(problems[0].line, Some(8));
+        assert_eq!(problems[0].key.as_deref(), Some("routes.receiver"));
+        assert!(
+            problems[0]
+                .message
+                .contains("receiver `sales-desk` is not defined")
+        );
+        assert!(problems[0].message.contains("use one of: front"));
+        assert_eq!(problems[1].line, Some(13));
+        assert!(problems[1].message.contains("`answered` cannot alert"));
+        assert_eq!(problems[2].line, Some(16));
+        assert!(
+            problems[2]
+                .message
+                .contains("only one route can be the default")
+        );
+    }
+
+    #[test]
+    fn bad_matchers_are_located() {
+        let text = "[receivers.r]\n[[routes]]\nname = \"x\"\nreceiver = \"r\"\nmatch = { group = \"~(\" }\n";
+        let p = only_problem(parse(text, &[]).unwrap_err());
+        assert_eq!(p.line, Some(5));
+        assert!(p.message.contains("not a valid regex"), "{p:?}");
+        let text = "[receivers.r]\n[[routes]]\nname = \"x\"\nreceiver = \"r\"\nmatch = { when = \"weekdays\" }\n";
+        let p = only_problem(parse(text, &[]).unwrap_err());
+        assert_eq!(p.line, Some(5));
+        assert!(p.message.contains("not a time window"), "{p:?}");
+        let text = "[receivers.r]\n[[routes]]\nname = \"x\"\nreceiver = \"r\"\nmatch = { team = \"Sales\" }\n";
+        let p = only_problem(parse(text, &[]).unwrap_err());
+        assert!(p.message.contains("unknown field `team`"), "{p:?}");
+    }
+
+    #[test]
+    fn email_needs_a_usable_url_and_a_sender() {
+        let err = parse(
+            "[email]\nsmtp_url = \"smtp://u:pw@h:25?tls=none\"\nfrom = \"a@b.c\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let p = only_problem(err);
+        assert_eq!(p.key.as_deref(), Some("email.smtp_url"));
+        assert!(p.message.contains("without TLS"));
+        assert!(!p.message.contains("pw"));
+        assert_eq!(p.line, Some(2));
+        let p = only_problem(parse("[email]\nsmtp_url = \"smtps://h\"\n", &[]).unwrap_err());
+        assert!(
+            p.message.contains("email.from must name the sender"),
+            "{p:?}"
+        );
+        assert!(
+            parse(
+                "[email]\nsmtp_url = \"smtps://h\"\nfrom = \"ringback <a@b.c>\"\n",
+                &[]
+            )
+            .is_ok()
         );
     }
 

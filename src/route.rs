@@ -587,3 +587,246 @@ impl fmt::Display for EmailAddress {
         self.0.fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Leg;
+    use chrono::TimeZone;
+
+    #[derive(Deserialize)]
+    struct Routes {
+        routes: Vec<Route>,
+    }
+
+    fn routes(toml: &str) -> Vec<Route> {
+        toml_edit::de::from_str::<Routes>(toml).unwrap().routes
+    }
+
+    fn record(group: &str, called: &str, caller: &str) -> CallRecord {
+        let phone = |n: &str| crate::normalize::phone::normalize(n, Region::default());
+        CallRecord {
+            provider: Provider::Telecmi,
+            call_id: "c".into(),
+            conversation_id: "c".into(),
+            leg: Leg::Call,
+            dedup_key: "c".into(),
+            direction: Direction::Inbound,
+            outcome: Outcome::Missed,
+            provider_status: None,
+            caller: phone(caller),
+            caller_name: None,
+            called: phone(called),
+            agent: Some("302_alice".into()),
+            agent_phone: None,
+            group: Some(group.into()),
+            started_at: None,
+            answered_at: None,
+            ended_at: None,
+            ring_seconds: None,
+            talk_seconds: None,
+            hangup: None,
+            recording: None,
+            extra: Default::default(),
+        }
+    }
+
+    use crate::normalize::Region;
+
+    /// Monday 2026-11-23 at `hh:mm` in Asia/Kolkata.
+    fn monday(hh: u32, mm: u32) -> DateTime<Utc> {
+        chrono_tz::Asia::Kolkata
+            .with_ymd_and_hms(2026, 11, 23, hh, mm, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn names(matched: &[Matched<'_>]) -> Vec<String> {
+        matched.iter().map(|m| m.route.name().to_owned()).collect()
+    }
+
+    const TREE: &str = r#"
+        [[routes]]
+        name = "night"
+        match = { not_when = "mon-fri 09:00-18:00" }
+        receiver = "night-desk"
+        continue = true
+
+        [[routes]]
+        name = "sales"
+        match = { group = ["Sales*", "~^presales_[0-9]+$"] }
+        receiver = "sales"
+
+        [[routes]]
+        name = "support-line"
+        match = { called = "+91 80 4444 0000" }
+        receiver = "support"
+
+        [[routes]]
+        name = "default"
+        receiver = "front"
+    "#;
+
+    fn matched(r: &CallRecord, at: DateTime<Utc>) -> Vec<String> {
+        let routes = routes(TREE);
+        names(&matching(
+            &routes,
+            r,
+            at,
+            chrono_tz::Asia::Kolkata,
+            Region::default(),
+        ))
+    }
+
+    #[test]
+    fn first_match_wins_continue_goes_on_default_catches_the_rest() {
+        let day = monday(11, 0);
+        let night = monday(20, 0);
+        assert_eq!(matched(&record("Sales_22", "", ""), day), ["sales"]);
+        assert_eq!(
+            matched(&record("sales_22", "", ""), day),
+            ["sales"],
+            "globs ignore case"
+        );
+        assert_eq!(matched(&record("presales_7", "", ""), day), ["sales"]);
+        assert_eq!(matched(&record("presales_x", "", ""), day), ["default"]);
+        assert_eq!(
+            matched(&record("Support", "918044440000", ""), day),
+            ["support-line"],
+            "numbers compare in E.164"
+        );
+        assert_eq!(
+            matched(&record("Sales_22", "", ""), night),
+            ["night", "sales"]
+        );
+        assert_eq!(matched(&record("Other", "", ""), night), ["night"]);
+        assert_eq!(matched(&record("Other", "", ""), day), ["default"]);
+    }
+
+    #[test]
+    fn other_matchers() {
+        let r = record("Support", "918044440000", "919810000001");
+        let check = |m: &str| -> bool {
+            let routes = routes(&format!(
+                "[[routes]]\nname = \"x\"\nmatch = {m}\nreceiver = \"r\"\n"
+            ));
+            !matching(
+                &routes,
+                &r,
+                monday(11, 0),
+                chrono_tz::Asia::Kolkata,
+                Region::default(),
+            )
+            .is_empty()
+        };
+        assert!(check(r#"{ caller_prefix = "+9198" }"#));
+        assert!(!check(r#"{ caller_prefix = ["+44"] }"#));
+        assert!(check(r#"{ agent = "302_*" }"#));
+        assert!(check(
+            r#"{ provider = "telecmi", outcome = ["missed", "canceled"] }"#
+        ));
+        assert!(!check(r#"{ provider = "callr" }"#));
+        assert!(!check(r#"{ direction = "outbound" }"#));
+        assert!(check(r#"{ when = "mon 11:00-11:01" }"#));
+        assert!(
+            !check(r#"{ group = "Support", when = "sat,sun" }"#),
+            "all matchers must hold"
+        );
+        let unrouted =
+            routes("[[routes]]\nname = \"x\"\nmatch = { group = \"Sales\" }\nreceiver = \"r\"\n");
+        assert!(
+            matching(
+                &unrouted,
+                &r,
+                monday(11, 0),
+                chrono_tz::Asia::Kolkata,
+                Region::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn time_windows() {
+        let tz = chrono_tz::Asia::Kolkata;
+        let w = TimeWindow::parse("mon-fri 09:00-18:00").unwrap();
+        assert!(w.contains(monday(9, 0), tz));
+        assert!(w.contains(monday(17, 59), tz));
+        assert!(!w.contains(monday(18, 0), tz));
+        assert!(!w.contains(monday(8, 59), tz));
+        let overnight = TimeWindow::parse("fri 22:00-06:00").unwrap();
+        let saturday_3am = monday(3, 0) + chrono::Duration::days(5);
+        assert!(
+            overnight.contains(saturday_3am, tz),
+            "the morning part belongs to friday's window"
+        );
+        assert!(!overnight.contains(monday(3, 0), tz));
+        let weekend = TimeWindow::parse("sat,sun").unwrap();
+        assert!(weekend.contains(monday(12, 0) + chrono::Duration::days(6), tz));
+        assert!(!weekend.contains(monday(12, 0), tz));
+        let wrap = TimeWindow::parse("fri-mon").unwrap();
+        assert!(wrap.contains(monday(12, 0), tz));
+        assert!(!wrap.contains(monday(12, 0) + chrono::Duration::days(1), tz));
+        let late = TimeWindow::parse("18:00-24:00").unwrap();
+        assert!(late.contains(monday(23, 59), tz));
+        for bad in [
+            "",
+            "funday",
+            "9-17",
+            "09:00-09:00",
+            "mon 25:00-26:00",
+            "mon tue",
+        ] {
+            assert!(TimeWindow::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(Pattern::parse("Sales*").unwrap().matches("SALES_2222223"));
+        assert!(!Pattern::parse("Sales").unwrap().matches("Sales_1"));
+        assert!(Pattern::parse("a.b?").unwrap().matches("a.bc"));
+        assert!(
+            !Pattern::parse("a.b").unwrap().matches("axb"),
+            "dots are literal in globs"
+        );
+        assert!(Pattern::parse("~^S").unwrap().matches("Sx"));
+        assert!(
+            !Pattern::parse("~^S").unwrap().matches("sx"),
+            "regexes keep their case"
+        );
+        assert!(Pattern::parse("~(").is_err());
+    }
+
+    #[test]
+    fn telegram_targets() {
+        #[derive(Deserialize)]
+        struct R {
+            receivers: std::collections::BTreeMap<String, Receiver>,
+        }
+        let r: R = toml_edit::de::from_str(
+            r#"
+            [receivers.a]
+            telegram = ["-1001234567890", 42, { chat_id = "-100777", message_thread_id = 9, disable_notification = true }]
+            email = "x@example.com"
+            "#,
+        )
+        .unwrap();
+        let a = &r.receivers["a"];
+        assert_eq!(a.telegram.0[0], TelegramTarget::chat(-1001234567890));
+        assert_eq!(a.telegram.0[1], TelegramTarget::chat(42));
+        assert_eq!(
+            a.telegram.0[2],
+            TelegramTarget {
+                chat_id: -100777,
+                message_thread_id: Some(9),
+                disable_notification: true
+            }
+        );
+        assert_eq!(a.email.0.len(), 1);
+        let bad = toml_edit::de::from_str::<R>("[receivers.a]\ntelegram = [\"@mygroup\"]\n");
+        assert!(bad.err().unwrap().to_string().contains("/chatid"));
+        let bad = toml_edit::de::from_str::<R>("[receivers.a]\nemail = [\"not an address\"]\n");
+        assert!(bad.is_err());
+    }
+}

@@ -84,8 +84,12 @@ pub fn call(conversation: &str, status: &str, caller: u64) -> Value {
 async fn a_call_a_teammate_answered_sends_nothing() {
     let w = world(ONE_ROUTE).await;
     // Two agents' phones ring unanswered; their records come first...
-    w.app.post_json(Provider::Telecmi, &ring("conv-1", "302_alice")).await;
-    w.app.post_json(Provider::Telecmi, &ring("conv-1", "303_bob")).await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-1", "302_alice"))
+        .await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-1", "303_bob"))
+        .await;
     w.app.advance(120).await;
     // ...and the call-level record says carol answered, minutes later.
     let answer = w
@@ -106,14 +110,22 @@ async fn a_call_a_teammate_answered_sends_nothing() {
 #[tokio::test]
 async fn a_call_nobody_answered_sends_one_alert_naming_the_agents_it_rang() {
     let w = world(ONE_ROUTE).await;
-    w.app.post_json(Provider::Telecmi, &ring("conv-2", "302_alice")).await;
-    w.app.post_json(Provider::Telecmi, &ring("conv-2", "303_bob")).await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-2", "302_alice"))
+        .await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-2", "303_bob"))
+        .await;
     w.app
         .post_json(Provider::Telecmi, &call("conv-2", "missed", 919810000001))
         .await;
 
     w.app.run_pipeline().await;
-    assert_eq!(w.telegram.requests(), 0, "nothing before the settle window ends");
+    assert_eq!(
+        w.telegram.requests(),
+        0,
+        "nothing before the settle window ends"
+    );
     w.app.advance(3).await;
 
     let sent = w.telegram.sent();
@@ -134,7 +146,7 @@ async fn a_call_nobody_answered_sends_one_alert_naming_the_agents_it_rang() {
     let outbox = w.app.store.outbox().await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].state, "sent");
-    assert_eq!(outbox[0].message_id.as_deref(), Some("1"));
+    assert_eq!(outbox[0].message_id, Some(m.message_id.to_string()));
 
     // TeleCMI resends the CDR after 5, 10 and 15 minutes: nothing more is sent.
     for _ in 0..3 {
@@ -170,15 +182,26 @@ async fn repeat_callers_are_counted() {
     let w = world(ONE_ROUTE).await;
     for conversation in ["r-1", "r-2", "r-3"] {
         w.app
-            .post_json(Provider::Telecmi, &call(conversation, "missed", 919810000009))
+            .post_json(
+                Provider::Telecmi,
+                &call(conversation, "missed", 919810000009),
+            )
             .await;
         w.app.advance(60).await;
     }
     let texts: Vec<String> = w.telegram.sent().into_iter().map(|m| m.text).collect();
     assert_eq!(texts.len(), 3);
     assert!(!texts[0].contains("missed call from this number"));
-    assert!(texts[1].ends_with("2nd missed call from this number in the last 24 h"), "{}", texts[1]);
-    assert!(texts[2].ends_with("3rd missed call from this number in the last 24 h"), "{}", texts[2]);
+    assert!(
+        texts[1].ends_with("2nd missed call from this number in the last 24 h"),
+        "{}",
+        texts[1]
+    );
+    assert!(
+        texts[2].ends_with("3rd missed call from this number in the last 24 h"),
+        "{}",
+        texts[2]
+    );
 }
 
 #[tokio::test]
@@ -201,7 +224,10 @@ async fn pending_alerts_survive_a_crash_and_are_sent_once() {
     let w = world(ONE_ROUTE).await;
     for conversation in ["k-1", "k-2", "k-3"] {
         w.app
-            .post_json(Provider::Telecmi, &call(conversation, "missed", 919810000001))
+            .post_json(
+                Provider::Telecmi,
+                &call(conversation, "missed", 919810000001),
+            )
             .await;
     }
     w.app.clock.advance(chrono::Duration::seconds(3));
@@ -209,7 +235,11 @@ async fn pending_alerts_survive_a_crash_and_are_sent_once() {
     // Killed with three decisions due and nothing decided yet.
     let app = w.app.crash_and_restart().await;
     app.run_pipeline().await;
-    assert_eq!(w.telegram.sent().len(), 1, "one message per second to a chat");
+    assert_eq!(
+        w.telegram.sent().len(),
+        1,
+        "one message per second to a chat"
+    );
 
     // A sender claims the next message and dies before recording what happened.
     app.clock.advance(chrono::Duration::seconds(1));
@@ -222,7 +252,11 @@ async fn pending_alerts_survive_a_crash_and_are_sent_once() {
     assert_eq!(claimed.len(), 1);
     let app = app.crash_and_restart().await;
     app.advance(1).await;
-    assert_eq!(w.telegram.sent().len(), 2, "the claimed message waits for its claim to lapse");
+    assert_eq!(
+        w.telegram.sent().len(),
+        2,
+        "the claimed message waits for its claim to lapse"
+    );
     app.advance(120).await;
 
     let sent = w.telegram.sent();
@@ -253,7 +287,9 @@ agent_rings = "agents"
 "#,
     )
     .await;
-    w.app.post_json(Provider::Telecmi, &ring("conv-5", "302_alice")).await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-5", "302_alice"))
+        .await;
     w.app
         .post_json(Provider::Telecmi, &call("conv-5", "answered", 919810000001))
         .await;
@@ -263,7 +299,9 @@ agent_rings = "agents"
     assert_eq!(sent.len(), 1, "only the ring alert: the call was answered");
     assert_eq!(sent[0].chat_id, ALICE);
     assert!(
-        sent[0].text.starts_with("🔔 You missed a ring · 302_alice\n"),
+        sent[0]
+            .text
+            .starts_with("🔔 You missed a ring · 302_alice\n"),
         "{}",
         sent[0].text
     );
@@ -272,7 +310,9 @@ agent_rings = "agents"
 #[tokio::test]
 async fn telecmi_rings_without_call_records_are_reported_in_readyz() {
     let w = world(ONE_ROUTE).await;
-    w.app.post_json(Provider::Telecmi, &ring("conv-6", "302_alice")).await;
+    w.app
+        .post_json(Provider::Telecmi, &ring("conv-6", "302_alice"))
+        .await;
     let ready = w
         .app
         .send(w.app.client.get(format!("{}/readyz", w.app.address)))

@@ -3,9 +3,11 @@
 mod alerts;
 mod callerdesk;
 mod callr;
+mod delivery;
 mod health;
 mod helpers;
 mod refusals;
+mod routing;
 mod telecmi;
 
 #[path = "../support/mod.rs"]

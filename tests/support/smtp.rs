@@ -36,7 +36,9 @@ impl FakeSmtp {
         let shared = inner.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { return };
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _ = session(socket, shared).await;
@@ -52,7 +54,11 @@ impl FakeSmtp {
 
     /// The next message's end of DATA is answered with `reply` (e.g. "451 4.3.0 Try again later").
     pub fn reply_next(&self, reply: &str) {
-        self.inner.lock().unwrap().replies.push_back(reply.to_owned());
+        self.inner
+            .lock()
+            .unwrap()
+            .replies
+            .push_back(reply.to_owned());
     }
 
     pub fn accepted(&self) -> Vec<Mail> {
@@ -91,7 +97,9 @@ async fn session(socket: tokio::net::TcpStream, inner: Arc<Mutex<Inner>>) -> std
             to.push(command[8..].trim().trim_matches(['<', '>']).to_owned());
             "250 2.1.5 OK".into()
         } else if upper == "DATA" {
-            write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+            write
+                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                .await?;
             let mut data = String::new();
             loop {
                 line.clear();
@@ -101,7 +109,10 @@ async fn session(socket: tokio::net::TcpStream, inner: Arc<Mutex<Inner>>) -> std
                 if line == ".\r\n" || line == ".\n" {
                     break;
                 }
-                let unstuffed = line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(&line);
+                let unstuffed = line
+                    .strip_prefix('.')
+                    .filter(|_| line.starts_with(".."))
+                    .unwrap_or(&line);
                 data.push_str(unstuffed);
             }
             let mut state = inner.lock().unwrap();

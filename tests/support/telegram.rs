@@ -85,7 +85,11 @@ impl FakeTelegram {
 
     /// The next send (to `chat`, or to any chat when `None`) fails with `failure`.
     pub fn fail_next(&self, chat: Option<i64>, failure: Failure) {
-        self.state.lock().unwrap().failures.push_back((chat, failure));
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .push_back((chat, failure));
     }
 
     pub fn sent(&self) -> Vec<Sent> {
@@ -93,7 +97,10 @@ impl FakeTelegram {
     }
 
     pub fn sent_to(&self, chat: i64) -> Vec<Sent> {
-        self.sent().into_iter().filter(|m| m.chat_id == chat).collect()
+        self.sent()
+            .into_iter()
+            .filter(|m| m.chat_id == chat)
+            .collect()
     }
 
     /// Every sendMessage request, accepted or not.
@@ -108,7 +115,8 @@ impl FakeTelegram {
 }
 
 fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Response {
-    let mut body = json!({ "ok": false, "error_code": status.as_u16(), "description": description });
+    let mut body =
+        json!({ "ok": false, "error_code": status.as_u16(), "description": description });
     if let Some(p) = parameters {
         body["parameters"] = p;
     }
@@ -133,7 +141,13 @@ async fn handle(
     let chat_id = match &body["chat_id"] {
         Value::Number(n) => n.as_i64().unwrap(),
         Value::String(s) => s.parse().unwrap(),
-        _ => return error(StatusCode::BAD_REQUEST, "Bad Request: chat_id is empty", None),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: chat_id is empty",
+                None,
+            );
+        }
     };
     if let Some(i) = state
         .failures
@@ -152,8 +166,14 @@ async fn handle(
                 "<html><body><h1>502 Bad Gateway</h1></body></html>",
             )
                 .into_response(),
-            Failure::Blocked => error(StatusCode::FORBIDDEN, "Forbidden: bot was blocked by the user", None),
-            Failure::ChatNotFound => error(StatusCode::BAD_REQUEST, "Bad Request: chat not found", None),
+            Failure::Blocked => error(
+                StatusCode::FORBIDDEN,
+                "Forbidden: bot was blocked by the user",
+                None,
+            ),
+            Failure::ChatNotFound => {
+                error(StatusCode::BAD_REQUEST, "Bad Request: chat not found", None)
+            }
             Failure::Migrate(to) => error(
                 StatusCode::BAD_REQUEST,
                 "Bad Request: group chat was upgraded to a supergroup chat",
@@ -162,9 +182,15 @@ async fn handle(
         };
     }
     // Telegram's limits, judged by the test's clock.
-    let too_soon = state.last_at.get(&chat_id).is_some_and(|t| now - *t < Duration::seconds(1));
+    let too_soon = state
+        .last_at
+        .get(&chat_id)
+        .is_some_and(|t| now - *t < Duration::seconds(1));
     let minute = state.minute.entry(chat_id).or_default();
-    while minute.front().is_some_and(|t| now - *t >= Duration::minutes(1)) {
+    while minute
+        .front()
+        .is_some_and(|t| now - *t >= Duration::minutes(1))
+    {
         minute.pop_front();
     }
     let group_full = chat_id < 0 && minute.len() >= 20;
@@ -193,10 +219,18 @@ async fn handle(
         source.clone()
     };
     if text.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "Bad Request: message text is empty", None);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: message text is empty",
+            None,
+        );
     }
     if text.encode_utf16().count() > 4096 {
-        return error(StatusCode::BAD_REQUEST, "Bad Request: message is too long", None);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: message is too long",
+            None,
+        );
     }
     state.last_at.insert(chat_id, now);
     state.minute.entry(chat_id).or_default().push_back(now);
@@ -237,8 +271,22 @@ async fn handle(
 }
 
 const TAGS: &[&str] = &[
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code",
-    "pre", "blockquote", "tg-emoji",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
 ];
 
 /// Telegram's HTML parse mode: the listed tags only, properly nested; `&lt; &gt; &amp; &quot;` and
@@ -260,12 +308,19 @@ pub fn parse_html(html: &str) -> Result<String, String> {
                     let name = name.trim();
                     match open.pop() {
                         Some(top) if top == name => {}
-                        _ => return Err(format!("Unmatched end tag at byte offset {i}, expected \"</{}>\", found \"</{name}>\"", open.last().cloned().unwrap_or_default())),
+                        _ => {
+                            return Err(format!(
+                                "Unmatched end tag at byte offset {i}, expected \"</{}>\", found \"</{name}>\"",
+                                open.last().cloned().unwrap_or_default()
+                            ));
+                        }
                     }
                 } else {
                     let name = inner.split_whitespace().next().unwrap_or("");
                     if !TAGS.contains(&name) {
-                        return Err(format!("Unsupported start tag \"{name}\" at byte offset {i}"));
+                        return Err(format!(
+                            "Unsupported start tag \"{name}\" at byte offset {i}"
+                        ));
                     }
                     open.push(name.to_owned());
                 }
@@ -276,7 +331,9 @@ pub fn parse_html(html: &str) -> Result<String, String> {
                     .find(';')
                     .map(|e| i + e)
                     .filter(|e| e - i <= 10)
-                    .ok_or_else(|| format!("Can't find end of the entity starting at byte offset {i}"))?;
+                    .ok_or_else(|| {
+                        format!("Can't find end of the entity starting at byte offset {i}")
+                    })?;
                 let name = &html[i + 1..end];
                 let ch = match name {
                     "lt" => '<',
@@ -284,13 +341,16 @@ pub fn parse_html(html: &str) -> Result<String, String> {
                     "amp" => '&',
                     "quot" => '"',
                     _ => {
-                        let code = if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                        let code = if let Some(hex) =
+                            name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+                        {
                             u32::from_str_radix(hex, 16).ok()
                         } else {
                             name.strip_prefix('#').and_then(|d| d.parse().ok())
                         };
-                        code.and_then(char::from_u32)
-                            .ok_or_else(|| format!("Unsupported HTML entity \"&{name};\" at byte offset {i}"))?
+                        code.and_then(char::from_u32).ok_or_else(|| {
+                            format!("Unsupported HTML entity \"&{name};\" at byte offset {i}")
+                        })?
                     }
                 };
                 out.push(ch);
@@ -304,7 +364,9 @@ pub fn parse_html(html: &str) -> Result<String, String> {
         }
     }
     if let Some(tag) = open.pop() {
-        return Err(format!("Can't find end tag corresponding to start tag \"{tag}\""));
+        return Err(format!(
+            "Can't find end tag corresponding to start tag \"{tag}\""
+        ));
     }
     Ok(out)
 }
