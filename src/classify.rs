@@ -117,7 +117,6 @@ pub fn classify_call(records: &[StoredRecord]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Direction, Provider};
     use chrono::Utc;
 
     fn record(id: i64, leg: Leg, outcome: Outcome, agent: Option<&str>) -> StoredRecord {
@@ -126,28 +125,13 @@ mod tests {
             received_at: Utc::now(),
             resends: 0,
             record: CallRecord {
-                provider: Provider::Telecmi,
                 call_id: format!("c{id}"),
                 conversation_id: "conv".into(),
                 leg,
                 dedup_key: format!("k{id}"),
-                direction: Direction::Inbound,
                 outcome,
-                provider_status: None,
-                caller: None,
-                caller_name: None,
-                called: None,
                 agent: agent.map(str::to_owned),
-                agent_phone: None,
-                group: None,
-                started_at: None,
-                answered_at: None,
-                ended_at: None,
-                ring_seconds: None,
-                talk_seconds: None,
-                hangup: None,
-                recording: None,
-                extra: Default::default(),
+                ..crate::domain::test_record()
             },
         }
     }

@@ -726,13 +726,12 @@ fn read_secret_files(
     source: &Source<'_>,
     problems: &mut Vec<Problem>,
 ) {
+    // Reads `<value_key>_file` (at `section`) into `value`, unless the value is set already.
     let mut read =
-        |section: &str, value_key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>| {
+        |section: &[&str], value_key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>| {
             let Some(file) = file else { return };
-            let path: Vec<String> = ["providers", section, &format!("{value_key}_file")]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut path: Vec<String> = section.iter().map(|s| s.to_string()).collect();
+            path.push(format!("{value_key}_file"));
             if value.as_ref().is_some_and(|v| !v.expose().is_empty()) {
                 problems.push(problem_at(
                     spanned,
@@ -759,60 +758,39 @@ fn read_secret_files(
         };
     let p = &mut config.providers;
     if let Some(c) = &mut p.telecmi {
-        read("telecmi", "token", &mut c.token, &c.token_file);
+        read(
+            &["providers", "telecmi"],
+            "token",
+            &mut c.token,
+            &c.token_file,
+        );
     }
     if let Some(c) = &mut p.callr {
-        read("callr", "token", &mut c.token, &c.token_file);
         read(
-            "callr",
+            &["providers", "callr"],
+            "token",
+            &mut c.token,
+            &c.token_file,
+        );
+        read(
+            &["providers", "callr"],
             "hmac_secret",
             &mut c.hmac_secret,
             &c.hmac_secret_file,
         );
     }
     if let Some(c) = &mut p.callerdesk {
-        read("callerdesk", "token", &mut c.token, &c.token_file);
+        read(
+            &["providers", "callerdesk"],
+            "token",
+            &mut c.token,
+            &c.token_file,
+        );
     }
-    let mut read_top =
-        |section: &str, value_key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>| {
-            let Some(file) = file else { return };
-            let path: Vec<String> = vec![section.to_owned(), format!("{value_key}_file")];
-            if value.as_ref().is_some_and(|v| !v.expose().is_empty()) {
-                problems.push(problem_at(
-                    spanned,
-                    source,
-                    &path,
-                    format!("set either `{value_key}` or `{value_key}_file`, not both"),
-                ));
-                return;
-            }
-            let full = if file.is_absolute() {
-                file.clone()
-            } else {
-                base.join(file)
-            };
-            match std::fs::read_to_string(&full) {
-                Ok(text) => *value = Some(Secret(text.trim().to_owned())),
-                Err(e) => problems.push(problem_at(
-                    spanned,
-                    source,
-                    &path,
-                    format!("cannot read secret file {}: {e}", full.display()),
-                )),
-            }
-        };
-    read_top(
-        "telegram",
-        "token",
-        &mut config.telegram.token,
-        &config.telegram.token_file,
-    );
-    read_top(
-        "email",
-        "smtp_url",
-        &mut config.email.smtp_url,
-        &config.email.smtp_url_file,
-    );
+    let t = &mut config.telegram;
+    read(&["telegram"], "token", &mut t.token, &t.token_file);
+    let e = &mut config.email;
+    read(&["email"], "smtp_url", &mut e.smtp_url, &e.smtp_url_file);
 }
 
 /// Checks what one key says about another: routes name receivers that exist, one default route,

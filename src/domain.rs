@@ -214,6 +214,35 @@ impl CallRecord {
     }
 }
 
+/// A plain inbound missed call, for tests to vary with struct update syntax.
+#[cfg(test)]
+pub(crate) fn test_record() -> CallRecord {
+    CallRecord {
+        provider: Provider::Telecmi,
+        call_id: "c".into(),
+        conversation_id: "c".into(),
+        leg: Leg::Call,
+        dedup_key: "c".into(),
+        direction: Direction::Inbound,
+        outcome: Outcome::Missed,
+        provider_status: None,
+        caller: None,
+        caller_name: None,
+        called: None,
+        agent: None,
+        agent_phone: None,
+        group: None,
+        started_at: None,
+        answered_at: None,
+        ended_at: None,
+        ring_seconds: None,
+        talk_seconds: None,
+        hangup: None,
+        recording: None,
+        extra: BTreeMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

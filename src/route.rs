@@ -591,7 +591,6 @@ impl fmt::Display for EmailAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Leg;
     use chrono::TimeZone;
 
     #[derive(Deserialize)]
@@ -606,28 +605,11 @@ mod tests {
     fn record(group: &str, called: &str, caller: &str) -> CallRecord {
         let phone = |n: &str| crate::normalize::phone::normalize(n, Region::default());
         CallRecord {
-            provider: Provider::Telecmi,
-            call_id: "c".into(),
-            conversation_id: "c".into(),
-            leg: Leg::Call,
-            dedup_key: "c".into(),
-            direction: Direction::Inbound,
-            outcome: Outcome::Missed,
-            provider_status: None,
             caller: phone(caller),
-            caller_name: None,
             called: phone(called),
             agent: Some("302_alice".into()),
-            agent_phone: None,
             group: Some(group.into()),
-            started_at: None,
-            answered_at: None,
-            ended_at: None,
-            ring_seconds: None,
-            talk_seconds: None,
-            hangup: None,
-            recording: None,
-            extra: Default::default(),
+            ..crate::domain::test_record()
         }
     }
 

@@ -5,7 +5,9 @@ use ringback::domain::Provider;
 use serde_json::{Value, json};
 
 use crate::fixture;
-use crate::helpers::{TestApp, alerting, base_config, spawn_app_on, start_time};
+use crate::helpers::{
+    TestApp, alerting, base_config, spawn_app_in_service, spawn_app_on, start_time,
+};
 use crate::support::smtp::FakeSmtp;
 use crate::support::telegram::FakeTelegram;
 
@@ -342,4 +344,24 @@ async fn telecmi_rings_without_call_records_are_reported_in_readyz() {
         .send(w.app.client.get(format!("{}/readyz", w.app.address)))
         .await;
     assert!(ready.body.get("warnings").is_none(), "{}", ready.body);
+}
+
+#[tokio::test]
+async fn in_service_the_background_workers_send_without_being_stepped() {
+    let telegram = FakeTelegram::start(Clock::System).await;
+    let smtp = FakeSmtp::start().await;
+    let config = alerting(&telegram.url, &smtp.url(), ONE_ROUTE)
+        .replace("settle_seconds = 3", "settle_seconds = 0");
+    let app = spawn_app_in_service(|db| base_config(db, &config)).await;
+
+    app.post_json(Provider::Telecmi, &call("bg-1", "missed", 919810000001))
+        .await;
+
+    // Waits for the condition, bounded; the workers are woken by the stored record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while telegram.sent().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(telegram.sent().len(), 1);
+    assert_eq!(telegram.sent()[0].chat_id, FRONT_DESK);
 }

@@ -92,10 +92,22 @@ fn config_file(dir: &TempDir) -> PathBuf {
     dir.path().join("ringback.toml")
 }
 
+/// Starts ringback as in service: the system clock and its own background workers.
+pub async fn spawn_app_in_service(config: impl FnOnce(&Path) -> String) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db = dir.path().join("ringback.db");
+    std::fs::write(config_file(&dir), config(&db)).unwrap();
+    start_with(dir, Clock::System, Workers::Background).await
+}
+
 /// Starts ringback from the config file in `dir`, its workers stepped by the test.
 async fn start(dir: TempDir, clock: Clock) -> TestApp {
+    start_with(dir, clock, Workers::Manual).await
+}
+
+async fn start_with(dir: TempDir, clock: Clock, workers: Workers) -> TestApp {
     let config = config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
-    let app = Application::build_with(config, clock.clone(), Workers::Manual)
+    let app = Application::build_with(config, clock.clone(), workers)
         .await
         .expect("ringback starts");
     let pipeline = app.pipeline();
