@@ -1,11 +1,20 @@
-//! The `ringback` command line: `serve` runs the service; more subcommands join as they are built.
+//! The `ringback` command line: `serve` runs the service, `digest preview|send` looks at or sends
+//! an email digest.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
 use crate::config;
-use crate::startup::{Application, shutdown_signal};
+use crate::digest::Closed;
+use crate::startup::{Application, build_pipeline, shutdown_signal};
+use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -30,6 +39,38 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Look at or send an email digest.
+    Digest {
+        #[command(subcommand)]
+        action: DigestAction,
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH, global = true)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DigestAction {
+    /// Print a digest as it would be sent (its subject and text part), without sending or recording it.
+    Preview {
+        /// The digest's `name` in [[digests]].
+        name: String,
+        /// Start of the period: RFC 3339, or "YYYY-MM-DD [HH:MM]" in the digest's time zone.
+        /// Default: where the last digest ended.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period, written the same way. Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Also write the HTML part to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Send the current period's digest now, and record it: the next one starts from now.
+    Send {
+        /// The digest's `name` in [[digests]].
+        name: String,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,5 +81,107 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Digest { action, config } => digest(action, &config).await,
     }
+}
+
+async fn digest(action: DigestAction, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Arc::new(config::load(config_path)?);
+    let name = match &action {
+        DigestAction::Preview { name, .. } | DigestAction::Send { name } => name.clone(),
+    };
+    let digest = config.digest(&name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = config.digests.iter().map(|d| d.name()).collect();
+        anyhow::anyhow!(
+            "no digest is named `{name}` in {}; the digests are: {}",
+            config_path.display(),
+            if names.is_empty() {
+                "(none)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )
+    })?;
+    let store = Store::open(&config.storage.url).await?;
+    let pipeline = build_pipeline(
+        config.clone(),
+        store.clone(),
+        Clock::System,
+        Arc::new(Notify::new()),
+    )?;
+    let now = Utc::now();
+    let tz = digest.timezone.unwrap_or(config.alerts.timezone);
+    match action {
+        DigestAction::Preview { from, to, html, .. } => {
+            let from = match from {
+                Some(text) => parse_time(&text, tz)?,
+                None => {
+                    pipeline
+                        .digester()
+                        .current_period_start(&digest, now)
+                        .await?
+                }
+            };
+            let to = match to {
+                Some(text) => parse_time(&text, tz)?,
+                None => now,
+            };
+            anyhow::ensure!(from < to, "--from must come before --to");
+            let report = pipeline.digester().report(&digest, from, to, 1).await?;
+            let email = pipeline.digester().render(&report)?;
+            println!("To: {}", config.digest_recipients(&digest).join(", "));
+            println!("Subject: {}\n\n{}", email.subject, email.text);
+            if let Some(path) = html {
+                std::fs::write(&path, &email.html)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                println!("(HTML part written to {})", path.display());
+            }
+        }
+        DigestAction::Send { .. } => {
+            let from = pipeline
+                .digester()
+                .current_period_start(&digest, now)
+                .await?;
+            match pipeline
+                .digester()
+                .close(&digest, from, now, 1, now)
+                .await?
+            {
+                Closed::Queued { recipients, .. } => {
+                    pipeline.deliverer().step(now).await?;
+                    println!(
+                        "digest `{name}` for {from} to {now} queued for {recipients} recipient(s) and sent where the SMTP server accepted it; failures are retried by the service"
+                    );
+                }
+                Closed::Empty => println!(
+                    "digest `{name}`: nothing was missed since {from}, and send_empty is off: nothing sent"
+                ),
+                Closed::AlreadyClosed => println!(
+                    "digest `{name}`: the period was just closed by a running ringback; nothing sent"
+                ),
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// RFC 3339, or a local "YYYY-MM-DD HH:MM" or "YYYY-MM-DD" in `tz`.
+fn parse_time(text: &str, tz: chrono_tz::Tz) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M")
+        .or_else(|_| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").map(|d| d.and_time(NaiveTime::MIN))
+        })
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "`{text}` is not a time: write 2026-11-23, \"2026-11-23 09:00\" or RFC 3339"
+            )
+        })?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| anyhow::anyhow!("`{text}` does not exist in {tz} (a daylight-saving gap)"))
 }

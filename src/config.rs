@@ -37,6 +37,28 @@ pub struct Config {
     pub receivers: std::collections::BTreeMap<String, Receiver>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub digests: Vec<crate::digest::Digest>,
+}
+
+impl Config {
+    /// The email addresses a digest goes to: its own `to` and its receiver's.
+    pub fn digest_recipients(&self, digest: &crate::digest::Digest) -> Vec<String> {
+        let mut to: Vec<String> = digest.to.0.iter().map(ToString::to_string).collect();
+        if let Some(receiver) = digest
+            .receiver
+            .as_ref()
+            .and_then(|r| self.receivers.get(r.get_ref()))
+        {
+            to.extend(receiver.email.0.iter().map(ToString::to_string));
+        }
+        to.dedup();
+        to
+    }
+
+    pub fn digest(&self, name: &str) -> Option<&crate::digest::Digest> {
+        self.digests.iter().find(|d| d.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -864,6 +886,38 @@ fn check_references(
             } else {
                 default_route = Some(route);
             }
+        }
+    }
+    let mut digest_names = std::collections::HashSet::new();
+    for digest in &config.digests {
+        if !digest_names.insert(digest.name()) {
+            problems.push(at(
+                digest.name.span(),
+                format!("two digests are named `{}`", digest.name()),
+            ));
+        }
+        for route in digest.routes.iter().flatten() {
+            if !config.routes.iter().any(|r| r.name() == route.get_ref()) {
+                problems.push(at(
+                    route.span(),
+                    format!("route `{}` is not defined in [[routes]]", route.get_ref()),
+                ));
+            }
+        }
+        if let Some(receiver) = &digest.receiver {
+            known(receiver, problems);
+        }
+        if config.digest_recipients(digest).is_empty() {
+            problems.push(at(
+                digest.name.span(),
+                format!("digest `{}` has nobody to send to: set `to` or a `receiver` with email addresses", digest.name()),
+            ));
+        }
+        if let Some(message) = alertable(&digest.outcomes) {
+            problems.push(at(
+                digest.name.span(),
+                format!("digest `{}`: {message}", digest.name()),
+            ));
         }
     }
     if let Some(url) = &config.email.smtp_url

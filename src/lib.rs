@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deliver;
+pub mod digest;
 pub mod dispatch;
 pub mod domain;
 pub mod health;

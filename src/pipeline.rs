@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::deliver::Deliverer;
+use crate::digest::Digester;
 use crate::dispatch::Dispatcher;
 use crate::store::{Store, StoreError};
 
@@ -18,6 +19,7 @@ const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
 pub struct Pipeline {
     store: Store,
     dispatcher: Dispatcher,
+    digester: Digester,
     deliverer: Deliverer,
     clock: Clock,
     wake: Arc<Notify>,
@@ -29,6 +31,7 @@ impl Pipeline {
     pub fn new(
         store: Store,
         dispatcher: Dispatcher,
+        digester: Digester,
         deliverer: Deliverer,
         clock: Clock,
         wake: Arc<Notify>,
@@ -37,6 +40,7 @@ impl Pipeline {
         Pipeline {
             store,
             dispatcher,
+            digester,
             deliverer,
             clock,
             wake,
@@ -44,12 +48,26 @@ impl Pipeline {
         }
     }
 
-    /// One pass: decides what is due, then sends what is due. Returns whether anything happened.
+    /// One pass: decides what is due, closes due digest periods, then sends what is due.
+    /// Returns whether anything happened.
     pub async fn run_once(&self) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let decided = self.dispatcher.step(now).await?;
+        let digests = self.digester.step(now).await?;
         let sent = self.deliverer.step(now).await?;
-        Ok(decided + sent > 0)
+        Ok(decided + digests + sent > 0)
+    }
+
+    pub fn digester(&self) -> &Digester {
+        &self.digester
+    }
+
+    pub fn deliverer(&self) -> &Deliverer {
+        &self.deliverer
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Passes until nothing more is due at the current time.

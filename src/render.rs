@@ -17,6 +17,9 @@ pub const DEFAULT_TELEGRAM: &str = "telegram.html";
 pub const DEFAULT_EMAIL_SUBJECT: &str = "email_subject.txt";
 pub const DEFAULT_EMAIL_TEXT: &str = "email.txt";
 pub const DEFAULT_EMAIL_HTML: &str = "email.html";
+pub const DIGEST_SUBJECT: &str = "digest_subject.txt";
+pub const DIGEST_TEXT: &str = "digest.txt";
+pub const DIGEST_HTML: &str = "digest.html";
 
 /// One call as the templates see it; fixed when the alert is decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +239,27 @@ impl Templates {
             &sample,
         )?;
         self.email(names, &sample).map(|_| ())
+    }
+
+    /// A digest email from its report.
+    pub fn digest(&self, report: &impl Serialize) -> Result<Email, RenderError> {
+        let render = |name: &str| -> Result<String, RenderError> {
+            let template = self
+                .env
+                .get_template(name)
+                .map_err(|e| template_error(name, e))?;
+            template
+                .render(minijinja::context! { digest => report })
+                .map_err(|e| template_error(name, e))
+        };
+        Ok(Email {
+            subject: render(DIGEST_SUBJECT)?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            text: render(DIGEST_TEXT)?,
+            html: render(DIGEST_HTML)?,
+        })
     }
 
     /// The Telegram message (HTML parse mode) for `calls`.

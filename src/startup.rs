@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::deliver::{Deliverer, email, telegram};
+use crate::digest::Digester;
 use crate::dispatch::Dispatcher;
 use crate::domain::Provider;
 use crate::health;
@@ -51,59 +52,14 @@ impl Application {
         workers: Workers,
     ) -> anyhow::Result<Application> {
         let store = Store::open(&config.storage.url).await?;
-        let templates = Arc::new(Templates::load(&config.templates.dir)?);
-        for route in &config.routes {
-            templates.check_route(&route.templates).with_context(|| {
-                format!(
-                    "route `{}` names a template that does not work",
-                    route.name()
-                )
-            })?;
-        }
-        let telegram = telegram::Telegram::from_config(&config.telegram);
-        if telegram.is_none() {
-            tracing::warn!(
-                "telegram.token is not set: Telegram alerts are written to the log instead of sent"
-            );
-        }
-        let mailer = match (&config.email.smtp_url, &config.email.from) {
-            (Some(url), Some(from)) if !url.expose().is_empty() => {
-                let settings =
-                    email::SmtpSettings::parse(url.expose(), config.email.allow_plain_auth)?;
-                tracing::info!(smtp = %settings, "emailing alerts through SMTP");
-                Some(
-                    email::Mailer::new(
-                        &settings,
-                        from.0.clone(),
-                        std::time::Duration::from_secs(config.email.timeout_seconds),
-                    )
-                    .map_err(anyhow::Error::msg)?,
-                )
-            }
-            _ => {
-                tracing::warn!(
-                    "email.smtp_url is not set: email alerts are written to the log instead of sent"
-                );
-                None
-            }
-        };
-        for (name, receiver) in &config.receivers {
-            if receiver.telegram.0.is_empty() && receiver.email.0.is_empty() {
-                tracing::warn!(receiver = %name, "receiver has no Telegram chat or email address");
-            }
-        }
         let config = Arc::new(config);
         let wake = Arc::new(Notify::new());
-        let pipeline = Arc::new(Pipeline::new(
+        let pipeline = Arc::new(build_pipeline(
+            config.clone(),
             store.clone(),
-            Dispatcher::new(store.clone(), config.clone()),
-            Deliverer::new(store.clone(), templates, telegram, mailer),
             clock.clone(),
             wake.clone(),
-            chrono::Duration::minutes(
-                i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
-            ),
-        ));
+        )?);
         let ingest = Arc::new(IngestState::new(&config, store.clone(), clock, wake));
         for provider in config.providers_without_token() {
             tracing::warn!(
@@ -165,6 +121,70 @@ impl Application {
         self.store.close().await;
         Ok(served?)
     }
+}
+
+/// Builds the alert pipeline (templates, channels, workers) from a checked config; the service
+/// and the `digest` commands share it.
+pub fn build_pipeline(
+    config: Arc<Config>,
+    store: Store,
+    clock: Clock,
+    wake: Arc<Notify>,
+) -> anyhow::Result<Pipeline> {
+    let templates = Arc::new(Templates::load(&config.templates.dir)?);
+    for route in &config.routes {
+        templates.check_route(&route.templates).with_context(|| {
+            format!(
+                "route `{}` names a template that does not work",
+                route.name()
+            )
+        })?;
+    }
+    if !config.digests.is_empty() {
+        templates.digest(&crate::digest::report::sample())?;
+    }
+    let telegram = telegram::Telegram::from_config(&config.telegram);
+    if telegram.is_none() {
+        tracing::warn!(
+            "telegram.token is not set: Telegram alerts are written to the log instead of sent"
+        );
+    }
+    let mailer = match (&config.email.smtp_url, &config.email.from) {
+        (Some(url), Some(from)) if !url.expose().is_empty() => {
+            let settings = email::SmtpSettings::parse(url.expose(), config.email.allow_plain_auth)?;
+            tracing::info!(smtp = %settings, "emailing through SMTP");
+            Some(
+                email::Mailer::new(
+                    &settings,
+                    from.0.clone(),
+                    std::time::Duration::from_secs(config.email.timeout_seconds),
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        }
+        _ => {
+            tracing::warn!(
+                "email.smtp_url is not set: emails are written to the log instead of sent"
+            );
+            None
+        }
+    };
+    for (name, receiver) in &config.receivers {
+        if receiver.telegram.0.is_empty() && receiver.email.0.is_empty() {
+            tracing::warn!(receiver = %name, "receiver has no Telegram chat or email address");
+        }
+    }
+    Ok(Pipeline::new(
+        store.clone(),
+        Dispatcher::new(store.clone(), config.clone()),
+        Digester::new(store.clone(), config.clone(), templates.clone()),
+        Deliverer::new(store.clone(), templates, telegram, mailer),
+        clock,
+        wake,
+        chrono::Duration::minutes(
+            i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
+        ),
+    ))
 }
 
 pub fn app(ingest: Arc<IngestState>, store: Store, pipeline: Arc<Pipeline>) -> Router {

@@ -361,9 +361,40 @@ pub struct OutboxItem {
     pub batch_key: String,
     pub attempts: i64,
     pub deadline: DateTime<Utc>,
+    /// The alert's template context; empty for a digest.
     pub context: String,
     pub route: String,
     pub receiver: String,
+    /// A digest's email, rendered when its period closed.
+    pub digest: Option<RenderedEmail>,
+}
+
+/// An email rendered ahead of sending (digests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// A digest email to write with the period it closes.
+#[derive(Debug, Clone)]
+pub struct NewDigestRun {
+    pub periods: i64,
+    pub email: RenderedEmail,
+    pub recipients: Vec<String>,
+    pub deadline: DateTime<Utc>,
+}
+
+/// A digest email as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRun {
+    pub id: i64,
+    pub name: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub periods: i64,
+    pub subject: String,
 }
 
 /// An outbox row as it stands, for tests and operators.
@@ -547,9 +578,10 @@ impl Store {
         }
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT o.id, o.alert_id, o.channel, o.destination, o.options, o.batch_key, o.attempts, \
-             o.deadline, a.context, a.route, a.receiver FROM outbox o JOIN alerts a ON a.id = o.alert_id \
-             WHERE o.id IN ({}) ORDER BY o.id",
+            "SELECT o.id, o.alert_id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
+             o.attempts, o.deadline, a.context, a.route, a.receiver, d.name AS digest_name, d.subject, \
+             d.text_body, d.html_body FROM outbox o LEFT JOIN alerts a ON a.id = o.alert_id \
+             LEFT JOIN digest_runs d ON d.id = o.digest_run_id WHERE o.id IN ({}) ORDER BY o.id",
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql);
@@ -559,9 +591,20 @@ impl Store {
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
+                let digest_name: Option<String> = row.try_get("digest_name")?;
+                let digest = match &digest_name {
+                    Some(_) => Some(RenderedEmail {
+                        subject: row.try_get("subject")?,
+                        text: row.try_get("text_body")?,
+                        html: row.try_get("html_body")?,
+                    }),
+                    None => None,
+                };
+                let route: Option<String> = row.try_get("route")?;
+                let receiver: Option<String> = row.try_get("receiver")?;
                 Ok(OutboxItem {
                     id: row.try_get("id")?,
-                    alert_id: row.try_get("alert_id")?,
+                    alert_id: row.try_get::<Option<i64>, _>("alert_id")?.unwrap_or(0),
                     channel: row.try_get("channel")?,
                     destination: row.try_get("destination")?,
                     options: row.try_get("options")?,
@@ -569,9 +612,14 @@ impl Store {
                     attempts: row.try_get("attempts")?,
                     deadline: millis(row, "deadline")?
                         .ok_or_else(|| StoreError::Corrupt("outbox.deadline".into()))?,
-                    context: row.try_get("context")?,
-                    route: row.try_get("route")?,
-                    receiver: row.try_get("receiver")?,
+                    context: row
+                        .try_get::<Option<String>, _>("context")?
+                        .unwrap_or_default(),
+                    route: route
+                        .or_else(|| digest_name.as_ref().map(|n| format!("digest {n}")))
+                        .unwrap_or_default(),
+                    receiver: receiver.unwrap_or_default(),
+                    digest,
                 })
             })
             .collect()
@@ -707,7 +755,7 @@ impl Store {
             .map(|row| {
                 Ok(OutboxRow {
                     id: row.try_get("id")?,
-                    alert_id: row.try_get("alert_id")?,
+                    alert_id: row.try_get::<Option<i64>, _>("alert_id")?.unwrap_or(0),
                     channel: row.try_get("channel")?,
                     destination: row.try_get("destination")?,
                     state: row.try_get("state")?,
@@ -730,6 +778,126 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         millis(&row, "at")
+    }
+
+    /// The end of the last period `digest` covered, if it has started.
+    pub async fn digest_state(&self, digest: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query("SELECT period_end FROM digest_state WHERE name = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => millis(&row, "period_end"),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts `digest` at `at`: its first period begins there.
+    pub async fn start_digest(&self, digest: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO digest_state (name, period_end) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the period `[from, to)` of `digest`, writing its email (if any) to the outbox, in one
+    /// transaction; `false` when someone else closed it first (then nothing is written).
+    pub async fn close_digest_period(
+        &self,
+        digest: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        run: Option<&NewDigestRun>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE digest_state SET period_end = $1 WHERE name = $2 AND period_end = $3",
+        )
+        .bind(to.timestamp_millis())
+        .bind(digest)
+        .bind(from.timestamp_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(run) = run {
+            let run_id: i64 = sqlx::query(
+                "INSERT INTO digest_runs (name, period_start, period_end, periods, subject, text_body, \
+                 html_body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(digest)
+            .bind(from.timestamp_millis())
+            .bind(to.timestamp_millis())
+            .bind(run.periods)
+            .bind(&run.email.subject)
+            .bind(&run.email.text)
+            .bind(&run.email.html)
+            .bind(now.timestamp_millis())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            for to_address in &run.recipients {
+                sqlx::query(
+                    "INSERT INTO outbox (digest_run_id, channel, destination, options, batch_key, state, \
+                     not_before, deadline, created_at) VALUES ($1, 'email', $2, '{}', $3, 'pending', $4, $5, $4)",
+                )
+                .bind(run_id)
+                .bind(to_address)
+                .bind(format!("digest|{digest}|{to_address}|{run_id}"))
+                .bind(now.timestamp_millis())
+                .bind(run.deadline.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn digest_runs(&self, digest: &str) -> Result<Vec<DigestRun>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM digest_runs WHERE name = $1 ORDER BY id")
+            .bind(digest)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DigestRun {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    period_start: millis(row, "period_start")?
+                        .ok_or_else(|| StoreError::Corrupt("digest_runs.period_start".into()))?,
+                    period_end: millis(row, "period_end")?
+                        .ok_or_else(|| StoreError::Corrupt("digest_runs.period_end".into()))?,
+                    periods: row.try_get("periods")?,
+                    subject: row.try_get("subject")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Call-level records (any outcome but live events) received in `[from, to)`.
+    pub async fn call_records_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM call_records WHERE received_at >= $1 AND received_at < $2 AND leg = 'a' \
+             AND outcome <> 'not_a_call_result' ORDER BY id",
+        )
+        .bind(from.timestamp_millis())
+        .bind(to.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
     }
 
     /// Verdicts taken so far, by verdict text, for tests and the unrouted count.

@@ -103,6 +103,14 @@ impl Deliverer {
     }
 
     async fn send_batch(&self, batch: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(digest) = &batch[0].digest {
+            let email = crate::render::Email {
+                subject: digest.subject.clone(),
+                text: digest.text.clone(),
+                html: digest.html.clone(),
+            };
+            return self.send_rendered_email(batch, &email, 0, now).await;
+        }
         let calls: Vec<CallView> = match batch
             .iter()
             .map(|i| serde_json::from_str(&i.context))
@@ -255,14 +263,28 @@ impl Deliverer {
             Ok(email) => email,
             Err(e) => return self.store.mark_failed(&ids, &e.to_string()).await,
         };
+        self.send_rendered_email(batch, &email, calls.len(), now)
+            .await
+    }
+
+    /// Sends one email for a batch (`calls` is how many calls it lists, for the log).
+    async fn send_rendered_email(
+        &self,
+        batch: &[OutboxItem],
+        email: &crate::render::Email,
+        calls: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let first = &batch[0];
+        let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
         let Some(mailer) = &self.mailer else {
             tracing::warn!(to = %first.destination, subject = %email.subject, text = %email.text,
                 "email.smtp_url is not set: this alert is logged instead of sent");
             return self.store.mark_sent(&ids, now, "logged").await;
         };
-        match mailer.send(&first.destination, &email).await {
+        match mailer.send(&first.destination, email).await {
             Ok(reply) => {
-                tracing::info!(to = %first.destination, calls = calls.len(), %reply, "alert emailed");
+                tracing::info!(to = %first.destination, route = %first.route, calls, %reply, "email sent");
                 self.store.mark_sent(&ids, now, &reply).await
             }
             Err(e) => self.after_failure(batch, e, now).await,

@@ -4,6 +4,7 @@ mod alerts;
 mod callerdesk;
 mod callr;
 mod delivery;
+mod digests;
 mod health;
 mod helpers;
 mod refusals;
