@@ -379,3 +379,110 @@ pub fn sample() -> Report {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 3, 30, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn call(caller: &str, outcome: Outcome, direction: Direction, minutes: i64) -> CallSummary {
+        let phone = PhoneNumber {
+            raw: caller.into(),
+            e164: Some(caller.into()),
+        };
+        let (caller, called) = match direction {
+            Direction::Outbound => (None, Some(phone)),
+            _ => (Some(phone), None),
+        };
+        CallSummary {
+            record: CallRecord {
+                outcome,
+                direction,
+                caller,
+                called,
+                ..crate::domain::test_record()
+            },
+            at: t(minutes),
+            received: t(minutes),
+        }
+    }
+
+    fn report(calls: &[CallSummary], max_callers: usize) -> Report {
+        build(Inputs {
+            name: "d",
+            timezone: chrono_tz::Asia::Kolkata,
+            start: t(0),
+            end: t(24 * 60),
+            periods: 1,
+            calls,
+            missed_outcomes: &[Outcome::Missed],
+            max_callers,
+        })
+    }
+
+    #[test]
+    fn the_list_is_capped_and_the_rest_counted() {
+        let calls: Vec<CallSummary> = (0..5)
+            .map(|i| {
+                call(
+                    &format!("+9198100000{i:02}"),
+                    Outcome::Missed,
+                    Direction::Inbound,
+                    i,
+                )
+            })
+            .collect();
+        let r = report(&calls, 2);
+        assert_eq!(r.waiting.len(), 2);
+        assert_eq!((r.waiting_total, r.waiting_more), (5, 3));
+        assert_eq!(
+            r.waiting[0].number, "+91 98100 00000",
+            "who waited longest comes first"
+        );
+    }
+
+    #[test]
+    fn callbacks_count_only_contacts_after_the_missed_call() {
+        let calls = vec![
+            call("+919810000001", Outcome::Answered, Direction::Inbound, 1), // before: not a callback
+            call("+919810000001", Outcome::Missed, Direction::Inbound, 10),
+            call("+919810000002", Outcome::Missed, Direction::Inbound, 10),
+            call("+919810000002", Outcome::Answered, Direction::Outbound, 40),
+            call("+919810000003", Outcome::Missed, Direction::Inbound, 10),
+            call("+919810000003", Outcome::Answered, Direction::Inbound, 20),
+            // Outbound calls that were not answered reach nobody, and are not missed calls.
+            call("+919810000001", Outcome::Missed, Direction::Outbound, 50),
+        ];
+        let r = report(&calls, 10);
+        assert_eq!(r.missed, 3);
+        assert_eq!(r.callbacks.missed_calls, 3);
+        assert_eq!(r.callbacks.reached, 2);
+        assert_eq!(r.callbacks.rate_percent, Some(66));
+        assert_eq!(r.callbacks.median.as_deref(), Some("20 min"));
+        assert_eq!(r.waiting.len(), 1);
+        assert_eq!(r.waiting[0].number, "+91 98100 00001");
+        assert_eq!(r.reached.len(), 2);
+    }
+
+    #[test]
+    fn the_period_before_is_as_long_and_counted_apart() {
+        let calls = vec![
+            call("+919810000001", Outcome::Missed, Direction::Inbound, -60),
+            call(
+                "+919810000001",
+                Outcome::Missed,
+                Direction::Inbound,
+                -25 * 60,
+            ), // before that
+            call("+919810000002", Outcome::Missed, Direction::Inbound, 60),
+        ];
+        let r = report(&calls, 10);
+        assert_eq!((r.missed, r.previous_missed), (1, 1));
+        assert!(!r.is_empty());
+        assert!(report(&calls[..1], 10).is_empty());
+    }
+}
