@@ -39,6 +39,28 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Check a config file and everything it names (templates, routes, schedules): exit 0 when all is
+    /// well, 1 with every problem found (file, line and key) otherwise.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Show what ringback would do with a provider's payload: the call record, whether it alerts
+    /// and why, which routes match, and each receiver's message. Stores and sends nothing.
+    RouteTest {
+        /// telecmi, callr or callerdesk.
+        #[arg(long)]
+        provider: String,
+        /// A file with the request body (JSON or form data), or - for standard input.
+        file: Option<PathBuf>,
+        /// The payload as a query string (`k=v&...`), as GET webhooks send it.
+        #[arg(long)]
+        query: Option<String>,
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Look at or send an email digest.
     Digest {
         #[command(subcommand)]
@@ -82,6 +104,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Digest { action, config } => digest(action, &config).await,
+        Command::CheckConfig { config } => match crate::check::check_config(&config) {
+            Ok(summary) => {
+                print!("{summary}");
+                Ok(())
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                std::process::exit(1);
+            }
+        },
+        Command::RouteTest {
+            provider,
+            file,
+            query,
+            config,
+        } => {
+            let config = config::load(&config)?;
+            let provider: crate::domain::Provider = provider.parse().map_err(|_| {
+                anyhow::anyhow!("--provider must be telecmi, callr or callerdesk, not `{provider}`")
+            })?;
+            let body = match file.as_deref() {
+                None => Vec::new(),
+                Some(p) if p == std::path::Path::new("-") => {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)?;
+                    body
+                }
+                Some(p) => std::fs::read(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+            };
+            anyhow::ensure!(
+                !body.is_empty() || query.is_some(),
+                "give the payload as a FILE (or - for standard input), or with --query"
+            );
+            let payload = crate::check::Payload {
+                body,
+                query,
+                content_type: None,
+            };
+            match crate::check::route_test(&config, provider, &payload) {
+                Ok(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                Err(refusal) => {
+                    eprintln!("{refusal}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,34 @@ use crate::render::{self, CallView, ViewInput};
 use crate::route::{self, Route};
 use crate::store::{DueDecision, NewAlert, NewMessage, Store, StoreError, StoredRecord};
 
+/// Why a route that matched a call does not alert for it, if it does not.
+pub fn why_route_does_not_alert(
+    config: &Config,
+    route: &Route,
+    record: &CallRecord,
+) -> Option<String> {
+    let on = route
+        .on
+        .as_ref()
+        .map_or(config.alerts.on.get_ref(), |on| on.get_ref());
+    if !on.contains(&record.outcome) {
+        return Some(format!(
+            "outcome {} is not in its `on` list",
+            record.outcome
+        ));
+    }
+    let asks_for_outbound = route
+        .matcher
+        .as_ref()
+        .is_some_and(|m| m.direction.0.contains(&Direction::Outbound));
+    if record.direction == Direction::Outbound && !asks_for_outbound {
+        return Some(
+            "outbound calls alert only on routes that match direction = \"outbound\"".into(),
+        );
+    }
+    None
+}
+
 pub struct Dispatcher {
     store: Store,
     config: Arc<Config>,
@@ -110,7 +138,7 @@ impl Dispatcher {
         let mut notes = Vec::new();
         for m in matched {
             let route = m.route;
-            if let Some(why_not) = self.why_route_does_not_alert(route, record) {
+            if let Some(why_not) = why_route_does_not_alert(&self.config, route, record) {
                 notes.push(format!("{}: {why_not}", route.name()));
                 continue;
             }
@@ -142,30 +170,6 @@ impl Dispatcher {
             verdict: format!("{} ({})", record.outcome, notes.join("; ")),
             alerts,
         })
-    }
-
-    /// Why a matched route does not alert for this call, if it does not.
-    fn why_route_does_not_alert(&self, route: &Route, record: &CallRecord) -> Option<String> {
-        let on = route
-            .on
-            .as_ref()
-            .map_or(self.config.alerts.on.get_ref(), |on| on.get_ref());
-        if !on.contains(&record.outcome) {
-            return Some(format!(
-                "outcome {} is not in its `on` list",
-                record.outcome
-            ));
-        }
-        let asks_for_outbound = route
-            .matcher
-            .as_ref()
-            .is_some_and(|m| m.direction.0.contains(&Direction::Outbound));
-        if record.direction == Direction::Outbound && !asks_for_outbound {
-            return Some(
-                "outbound calls alert only on routes that match direction = \"outbound\"".into(),
-            );
-        }
-        None
     }
 
     async fn alerts_for_ring(

@@ -76,10 +76,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the workers until the process stops.
-    pub async fn run(self: Arc<Self>) {
+    /// Runs the workers until `stop` turns true; a pass under way is finished first, so no send
+    /// is cut off between Telegram accepting it and ringback recording it.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_watch = self.clock.now() - Duration::hours(1);
         loop {
+            if *stop.borrow() {
+                return;
+            }
             if let Err(e) = self.run_until_idle().await {
                 tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
                 tokio::time::sleep(StdDuration::from_secs(1)).await;
@@ -106,6 +110,7 @@ impl Pipeline {
             tokio::select! {
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(wait) => {},
+                _ = stop.changed() => {},
             }
         }
     }

@@ -24,6 +24,9 @@ use crate::pipeline::Pipeline;
 use crate::render::Templates;
 use crate::store::Store;
 
+/// How long shutdown waits for a delivery pass under way (a Telegram or SMTP call times out sooner).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -105,8 +108,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "ringback is listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let workers = (self.workers == Workers::Background)
-            .then(|| tokio::spawn(self.pipeline.clone().run()));
+            .then(|| tokio::spawn(self.pipeline.clone().run(stopped)));
         let served = axum::serve(
             self.listener,
             self.router
@@ -114,8 +118,17 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        // Messages being sent keep their claim; a restart sends them once the claim lapses.
-        if let Some(workers) = workers {
+        // Requests in flight are answered; now the workers finish the pass they are in. One that
+        // takes too long is stopped: its claimed messages are sent again after their claim lapses.
+        let _ = stop.send(true);
+        if let Some(mut workers) = workers
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut workers)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "the alert workers did not finish within {SHUTDOWN_GRACE:?}; stopping them"
+            );
             workers.abort();
         }
         self.store.close().await;

@@ -207,3 +207,229 @@ async fn digest_send_sends_the_current_period_once() {
     assert!(stdout.contains("nothing was missed since"), "{stdout}");
     assert_eq!(smtp.accepted().len(), 1);
 }
+
+const ROUTED: &str = r#"
+[providers.telecmi]
+token = "t"
+[providers.callr]
+token = "c"
+[providers.callerdesk]
+token = "d"
+
+[receivers.sales]
+telegram = ["-1001000000002"]
+email = ["lead@example.com"]
+
+[receivers.front]
+telegram = [{ chat_id = -1001000000001, disable_notification = true }]
+
+[receivers.agents]
+telegram = [5550001]
+
+[[routes]]
+name = "sales"
+match = { group = "Sales*" }
+receiver = "sales"
+agent_rings = "agents"
+
+[[routes]]
+name = "rest"
+receiver = "front"
+"#;
+
+fn config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("ringback.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[templates]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n{extra}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+            dir.join("r.db").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let (ok, stdout, stderr) = ringback(&[
+        "check-config",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringback.toml"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ringback.toml is valid."), "{stdout}");
+    assert!(
+        stdout.contains("route everything-else: default -> front-desk"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with(
+        dir.path(),
+        "[receivers.front]\n\n[[routes]]\nname = \"a\"\nreceiver = \"nobody\"\n\n[[routes]]\nname = \"b\"\nreceiver = \"front\"\non = [\"answered\"]\n",
+    );
+    let (ok, stdout, stderr) = ringback(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert_eq!(stdout, "");
+    let file = path.display().to_string();
+    // The file's first four lines are [templates] and [storage].
+    assert!(
+        stderr.contains(&format!(
+            "{file}:9:12: key `routes.receiver`: receiver `nobody` is not defined"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:14:6: key `routes.on`: `answered` cannot alert"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:12:8: key `routes.name`: routes `a` and `b` both have no `match`"
+        )),
+        "{stderr}"
+    );
+
+    let path = config_with(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_on = 2\n",
+    );
+    let (ok, _, stderr) = ringback(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(":7:1: key `server.listen_on`: unknown field `listen_on`"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("telegram.html"), "{% if %}").unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        format!("[templates]\ndir = \"{}\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let (ok, _, stderr) = ringback(&["check-config", "--config", broken.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("template telegram.html: line 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn route_test_explains_a_telecmi_call_level_missed_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with(dir.path(), ROUTED);
+    let body = dir.path().join("cdr.json");
+    std::fs::write(
+        &body,
+        r#"{"type":"cdr","direction":"inbound","cmiuuid":"c-1","status":"missed","from":919810000001,"virtual_number":918044440000,"time":1700000000000,"team":"Sales_22"}"#,
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = ringback(&[
+        "route-test",
+        "--provider",
+        "telecmi",
+        body.to_str().unwrap(),
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("  caller:        919810000001 (E.164 +919810000001)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Decision: missed call; decided 3 s after"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("route sales: matches because group `Sales_22` matches `Sales*`\n  alerts receiver sales\n"), "{stdout}");
+    assert!(stdout.contains("  telegram -1001000000002:\n    | 📞 <b>Missed call</b> · Sales_22\n    | From: <b>+91 98100 00001</b>\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "  email lead@example.com:\n    Subject: Missed call from +91 98100 00001 (Sales_22)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("route rest"), "first match wins: {stdout}");
+    assert!(!dir.path().join("r.db").exists(), "nothing is stored");
+}
+
+#[test]
+fn route_test_explains_a_leg_b_ring_a_callr_start_and_a_callerdesk_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with(dir.path(), ROUTED);
+    let config = path.to_str().unwrap();
+
+    let ring = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/telecmi_user_missed.json"
+    );
+    let (ok, stdout, _) = ringback(&[
+        "route-test",
+        "--provider",
+        "telecmi",
+        ring,
+        "--config",
+        config,
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("leg:           b (one agent's ring)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("route rest: matches, but has no `agent_rings`: nothing sent"),
+        "{stdout}"
+    );
+
+    let start = dir.path().join("start.json");
+    std::fs::write(&start, r#"{"type":"v2.call.inbound.started","event_id":"e","data":{"callid":5,"status":"ringing"}}"#).unwrap();
+    let (ok, stdout, _) = ringback(&[
+        "route-test",
+        "--provider",
+        "callr",
+        start.to_str().unwrap(),
+        "--config",
+        config,
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("Decision: never alerts: a live or start event"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = ringback(&[
+        "route-test",
+        "--provider",
+        "callerdesk",
+        "--config",
+        config,
+        "--query",
+        "CallSid=1.2&Status=NOANSWER&SourceNumber=9810000001&EndTime=2023-01-02%2014:33:38&Direction=IVR&call_group=Support",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("route rest: matches because no other route matched: this is the default route\n  alerts receiver front\n  telegram -1001000000001 (silent):"), "{stdout}");
+
+    let (ok, _, stderr) = ringback(&[
+        "route-test",
+        "--provider",
+        "callerdesk",
+        "--config",
+        config,
+        "--query",
+        "Status=NOANSWER",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("ringback would refuse this payload (422): field `CallSid` is missing"),
+        "{stderr}"
+    );
+}
