@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub templates: TemplatesConfig,
     #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub receivers: std::collections::BTreeMap<String, Receiver>,
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -134,6 +136,19 @@ impl Default for AlertsConfig {
             retry_deadline_hours: 24,
             call_records_missing_after_minutes: 30,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Records, raw requests and delivered messages older than this are deleted; 0 keeps all.
+    pub days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { days: 90 }
     }
 }
 

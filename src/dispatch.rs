@@ -70,6 +70,16 @@ impl Dispatcher {
                 .await?
             {
                 taken += 1;
+                let kind = if !decision.alerts.is_empty() {
+                    "alert"
+                } else if decision.verdict.ends_with("unrouted") {
+                    "unrouted"
+                } else {
+                    "no_alert"
+                };
+                metrics::counter!("ringback_decisions_total", "kind" => d.kind.as_str(), "result" => kind)
+                    .increment(1);
+                metrics::counter!("ringback_alerts_total").increment(decision.alerts.len() as u64);
                 tracing::info!(
                     provider = %d.provider,
                     call = %d.subject,

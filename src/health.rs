@@ -23,6 +23,7 @@ pub fn router(store: Store, pipeline: Arc<Pipeline>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
         .with_state(Health { store, pipeline })
 }
 
@@ -55,6 +56,25 @@ async fn readyz(State(health): State<Health>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Prometheus text format; the outbox gauges are read from the database at each scrape.
+async fn metrics_page(State(health): State<Health>) -> Response {
+    if let Ok((depth, oldest)) = health.store.outbox_backlog().await {
+        metrics::gauge!("ringback_outbox_depth").set(depth as f64);
+        let age = oldest.map_or(0.0, |t| {
+            (health.pipeline.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("ringback_outbox_oldest_pending_seconds").set(age);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
+        .into_response()
 }
 
 pub async fn not_found() -> Response {

@@ -23,8 +23,16 @@ pub struct Pipeline {
     deliverer: Deliverer,
     clock: Clock,
     wake: Arc<Notify>,
+    upkeep: Upkeep,
+}
+
+/// The pipeline's housekeeping settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
     /// How long agent-ring records may go without a call-level record before a warning.
-    call_records_missing_after: Duration,
+    pub call_records_missing_after: Duration,
+    /// How long stored data is kept; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Pipeline {
@@ -35,7 +43,7 @@ impl Pipeline {
         deliverer: Deliverer,
         clock: Clock,
         wake: Arc<Notify>,
-        call_records_missing_after: Duration,
+        upkeep: Upkeep,
     ) -> Pipeline {
         Pipeline {
             store,
@@ -44,8 +52,23 @@ impl Pipeline {
             deliverer,
             clock,
             wake,
-            call_records_missing_after,
+            upkeep,
         }
+    }
+
+    /// Deletes data older than the retention period (never what pending alerts need).
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let Some(keep) = self.upkeep.retention else {
+            return Ok(0);
+        };
+        let deleted = self.store.prune(self.clock.now() - keep).await?;
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                "pruned rows older than the retention period (retention.days)"
+            );
+        }
+        Ok(deleted)
     }
 
     /// One pass: decides what is due, closes due digest periods, then sends what is due.
@@ -95,6 +118,9 @@ impl Pipeline {
                 if let Ok(Some(warning)) = self.missing_call_records().await {
                     tracing::warn!("{warning}");
                 }
+                if let Err(e) = self.prune().await {
+                    tracing::error!(error = %e, "cannot prune old data; will try again");
+                }
             }
             let wait = match self.next_due().await {
                 Ok(Some(at)) => (at - now)
@@ -133,7 +159,7 @@ impl Pipeline {
             .oldest_ring_without_call_record(now - Duration::hours(24))
             .await?;
         Ok(oldest
-            .filter(|at| now - *at >= self.call_records_missing_after)
+            .filter(|at| now - *at >= self.upkeep.call_records_missing_after)
             .map(|at| {
                 format!(
                     "TeleCMI has sent agent-ring (leg b) records since {} but no call-level CDR: enable the \

@@ -20,7 +20,7 @@ use crate::dispatch::Dispatcher;
 use crate::domain::Provider;
 use crate::health;
 use crate::ingest::{self, IngestState};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Upkeep};
 use crate::render::Templates;
 use crate::store::Store;
 
@@ -54,6 +54,7 @@ impl Application {
         clock: Clock,
         workers: Workers,
     ) -> anyhow::Result<Application> {
+        crate::telemetry::prometheus();
         let store = Store::open(&config.storage.url).await?;
         let config = Arc::new(config);
         let wake = Arc::new(Notify::new());
@@ -194,9 +195,14 @@ pub fn build_pipeline(
         Deliverer::new(store.clone(), templates, telegram, mailer),
         clock,
         wake,
-        chrono::Duration::minutes(
-            i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
-        ),
+        Upkeep {
+            call_records_missing_after: chrono::Duration::minutes(
+                i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
+            ),
+            retention: (config.retention.days > 0).then(|| {
+                chrono::Duration::days(i64::try_from(config.retention.days).unwrap_or(36_500))
+            }),
+        },
     ))
 }
 

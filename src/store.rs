@@ -367,6 +367,8 @@ pub struct OutboxItem {
     pub receiver: String,
     /// A digest's email, rendered when its period closed.
     pub digest: Option<RenderedEmail>,
+    /// When the call record behind an alert was stored, for the delivery latency.
+    pub record_received_at: Option<DateTime<Utc>>,
 }
 
 /// An email rendered ahead of sending (digests).
@@ -580,7 +582,8 @@ impl Store {
         let sql = format!(
             "SELECT o.id, o.alert_id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
              o.attempts, o.deadline, a.context, a.route, a.receiver, d.name AS digest_name, d.subject, \
-             d.text_body, d.html_body FROM outbox o LEFT JOIN alerts a ON a.id = o.alert_id \
+             d.text_body, d.html_body, r.received_at AS record_received_at FROM outbox o \
+             LEFT JOIN alerts a ON a.id = o.alert_id LEFT JOIN call_records r ON r.id = a.record_id \
              LEFT JOIN digest_runs d ON d.id = o.digest_run_id WHERE o.id IN ({}) ORDER BY o.id",
             placeholders.join(", ")
         );
@@ -620,6 +623,7 @@ impl Store {
                         .unwrap_or_default(),
                     receiver: receiver.unwrap_or_default(),
                     digest,
+                    record_received_at: millis(row, "record_received_at")?,
                 })
             })
             .collect()
@@ -769,6 +773,16 @@ impl Store {
             .collect()
     }
 
+    /// Messages waiting to be sent, and the creation time of the oldest of them.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE state IN ('pending', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, millis(&row, "oldest")?))
+    }
+
     /// When the next pending message may go.
     pub async fn next_message_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let row = sqlx::query(
@@ -898,6 +912,36 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    /// Deletes what is older than `cutoff` and no longer needed: delivered or failed messages,
+    /// their alerts and decisions, records and raw requests, refused requests, digest emails.
+    /// Anything a pending message still needs is kept, however old.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let at = cutoff.timestamp_millis();
+        // Raw requests go with their records (ON DELETE CASCADE).
+        let statements = [
+            "DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < $1",
+            "DELETE FROM alerts WHERE created_at < $1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = alerts.id)",
+            "DELETE FROM digest_runs WHERE created_at < $1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.digest_run_id = digest_runs.id)",
+            "DELETE FROM decisions WHERE decided_at IS NOT NULL AND decided_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.decision_id = decisions.id)",
+            "DELETE FROM call_records WHERE received_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.record_id = call_records.id) \
+             AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.record_id = call_records.id)",
+            "DELETE FROM rejected_requests WHERE received_at < $1",
+        ];
+        let mut deleted = 0;
+        let mut tx = self.pool.begin().await?;
+        for sql in statements {
+            deleted += sqlx::query(sql)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Verdicts taken so far, by verdict text, for tests and the unrouted count.

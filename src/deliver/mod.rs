@@ -204,6 +204,7 @@ impl Deliverer {
                     self.store
                         .mark_sent(&ids(part.calls.clone()), now, &message_id.to_string())
                         .await?;
+                    count(&batch[part.calls.clone()], "sent", now);
                     tracing::info!(
                         chat_id,
                         message_id,
@@ -285,6 +286,7 @@ impl Deliverer {
         match mailer.send(&first.destination, email).await {
             Ok(reply) => {
                 tracing::info!(to = %first.destination, route = %first.route, calls, %reply, "email sent");
+                count(batch, "sent", now);
                 self.store.mark_sent(&ids, now, &reply).await
             }
             Err(e) => self.after_failure(batch, e, now).await,
@@ -304,6 +306,7 @@ impl Deliverer {
             DeliveryError::Permanent(reason) | DeliveryError::BadMarkup(reason) => {
                 tracing::error!(channel = %first.channel, to = %first.destination, receiver = %first.receiver,
                     %reason, "alert delivery failed for good; it will not be retried");
+                count(items, "failed", now);
                 return self.store.mark_failed(&ids, &reason).await;
             }
             DeliveryError::Transient(reason) => reason,
@@ -315,6 +318,7 @@ impl Deliverer {
         if retry_at > first.deadline {
             tracing::error!(channel = %first.channel, to = %first.destination, attempts, %reason,
                 "alert delivery gave up at its deadline (alerts.retry_deadline_hours)");
+            count(items, "failed", now);
             return self
                 .store
                 .mark_failed(
@@ -325,7 +329,30 @@ impl Deliverer {
         }
         tracing::warn!(channel = %first.channel, to = %first.destination, attempts, %reason,
             retry_at = %retry_at, "alert delivery failed; will retry");
+        count(items, "retry", now);
         self.store.mark_retry(&ids, retry_at, &reason).await
+    }
+}
+
+/// Counts a delivery attempt's result, and for sent alerts the time since their record was stored.
+fn count(items: &[OutboxItem], result: &'static str, now: DateTime<Utc>) {
+    let Some(first) = items.first() else { return };
+    let channel = if first.digest.is_some() {
+        "digest"
+    } else {
+        first.channel.as_str()
+    }
+    .to_owned();
+    metrics::counter!("ringback_deliveries_total", "channel" => channel.clone(), "result" => result)
+        .increment(items.len() as u64);
+    if result == "sent" {
+        for item in items {
+            if let Some(stored) = item.record_received_at {
+                let seconds = (now - stored).num_milliseconds() as f64 / 1000.0;
+                metrics::histogram!("ringback_delivery_latency_seconds", "channel" => channel.clone())
+                    .record(seconds.max(0.0));
+            }
+        }
     }
 }
 

@@ -172,6 +172,9 @@ impl Digester {
         }
         tracing::info!(digest = digest.name(), %from, %to, periods, missed = report.missed, queued,
             "digest period closed");
+        metrics::counter!("ringback_digest_runs_total", "digest" => digest.name().to_owned(),
+            "result" => if queued { "queued" } else { "empty" })
+        .increment(1);
         Ok(if queued {
             Closed::Queued {
                 periods,

@@ -167,6 +167,13 @@ pub async fn webhook(
     match outcome {
         Ok((record, ingested)) => stored_response(&record, ingested),
         Err(refusal) => {
+            let provider = if name.parse::<Provider>().is_ok() {
+                name.clone()
+            } else {
+                "unknown".into()
+            };
+            metrics::counter!("ringback_webhooks_total", "provider" => provider, "result" => refusal.error)
+                .increment(1);
             tracing::warn!(
                 provider = %name,
                 status = refusal.status.as_u16(),
@@ -328,6 +335,12 @@ fn stored_response(record: &CallRecord, ingested: Ingested) -> Response {
         Ingested::Stored { id } => ("stored", id),
         Ingested::Duplicate { id } => ("duplicate", id),
     };
+    metrics::counter!("ringback_webhooks_total", "provider" => record.provider.as_str(), "result" => status)
+        .increment(1);
+    if status == "stored" {
+        metrics::counter!("ringback_records_total", "provider" => record.provider.as_str(), "outcome" => record.outcome.as_str())
+            .increment(1);
+    }
     tracing::info!(
         provider = %record.provider,
         call_id = %record.call_id,

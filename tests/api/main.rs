@@ -7,6 +7,7 @@ mod delivery;
 mod digests;
 mod health;
 mod helpers;
+mod operations;
 mod refusals;
 mod routing;
 mod telecmi;
