@@ -42,6 +42,7 @@ async fn telegram_502_is_retried() {
     w.app
         .post_json(Provider::Telecmi, &call("c-502", "missed", 919810000001))
         .await;
+    // teloxide waits 10 s (real time) before it returns a 5xx; the clock it cannot skip.
     w.app.advance(3).await;
     let row = &w.app.store.outbox().await.unwrap()[0];
     assert_eq!(row.state, "pending");

@@ -121,7 +121,7 @@ async fn pruning_keeps_what_pending_alerts_need() {
         .post_json(Provider::Telecmi, &call("old-sent", "missed", 919810000001))
         .await;
     w.app.advance(3).await;
-    w.telegram.fail_next(None, Failure::Status(502));
+    w.telegram.fail_next(None, Failure::RetryAfter(600));
     w.app
         .post_json(
             Provider::Telecmi,
@@ -164,6 +164,6 @@ async fn pruning_keeps_what_pending_alerts_need() {
     assert!(w.app.store.raw_request_of(kept.id).await.unwrap().is_some());
     assert!(w.app.rejections().await.is_empty());
     // The pending alert is still delivered.
-    w.app.advance(10).await;
+    w.app.advance(600).await;
     assert_eq!(w.telegram.sent().len(), 2);
 }
