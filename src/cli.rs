@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config;
@@ -98,9 +97,10 @@ pub enum DigestAction {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Serve { config } => {
-            let config = config::load(&config)?;
-            let app = Application::build(config).await?;
+        Command::Serve { config: path } => {
+            let config = config::load(&path)?;
+            let source = crate::reload::ConfigSource { path, env: None };
+            let app = Application::build(config, Some(source)).await?;
             app.run_until(shutdown_signal()).await
         }
         Command::Digest { action, config } => digest(action, &config).await,
@@ -179,7 +179,7 @@ async fn digest(action: DigestAction, config_path: &std::path::Path) -> anyhow::
         config.clone(),
         store.clone(),
         Clock::System,
-        Arc::new(Notify::new()),
+        Default::default(),
     )?;
     let now = Utc::now();
     let tz = digest.timezone.unwrap_or(config.alerts.timezone);

@@ -175,6 +175,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Read the client address from `X-Forwarded-For` (only behind a proxy that overwrites it).
     pub trust_forwarded_for: bool,
+    /// Enables `POST /-/reload` with this token.
+    pub reload_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -183,6 +185,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             body_limit_bytes: 64 * 1024,
             trust_forwarded_for: false,
+            reload_token: None,
         }
     }
 }

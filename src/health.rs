@@ -10,21 +10,16 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use crate::pipeline::Pipeline;
-use crate::store::Store;
+use crate::reload::Live;
 
-#[derive(Clone)]
-struct Health {
-    store: Store,
-    pipeline: Arc<Pipeline>,
-}
+type Health = Arc<Live>;
 
-pub fn router(store: Store, pipeline: Arc<Pipeline>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .with_state(Health { store, pipeline })
+        .with_state(live)
 }
 
 async fn healthz() -> Response {
@@ -37,7 +32,7 @@ async fn readyz(State(health): State<Health>) -> Response {
             let mut body = json!({ "status": "ready", "checks": { "database": "ok" } });
             // Ready, but set up wrongly: said in the details, not as a failure that would take
             // the instance out of a load balancer.
-            if let Ok(Some(warning)) = health.pipeline.missing_call_records().await {
+            if let Ok(Some(warning)) = health.current().pipeline.missing_call_records().await {
                 body["checks"]["telecmi_call_records"] = json!("missing");
                 body["warnings"] = json!([warning]);
             }
@@ -63,7 +58,10 @@ async fn metrics_page(State(health): State<Health>) -> Response {
     if let Ok((depth, oldest)) = health.store.outbox_backlog().await {
         metrics::gauge!("ringback_outbox_depth").set(depth as f64);
         let age = oldest.map_or(0.0, |t| {
-            (health.pipeline.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            (health.current().pipeline.now() - t)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0
         });
         metrics::gauge!("ringback_outbox_oldest_pending_seconds").set(age);
     }

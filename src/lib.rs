@@ -16,6 +16,7 @@ pub mod health;
 pub mod ingest;
 pub mod normalize;
 pub mod pipeline;
+pub mod reload;
 pub mod render;
 pub mod route;
 pub mod startup;

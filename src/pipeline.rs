@@ -1,11 +1,7 @@
 //! Runs the alert pipeline's workers: dispatch (decide due calls) then deliver (drain the outbox),
 //! woken by new records or by the next due time; tests run one pass to completion instead.
 
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
-
 use chrono::{DateTime, Duration, Utc};
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::deliver::Deliverer;
@@ -13,16 +9,12 @@ use crate::digest::Digester;
 use crate::dispatch::Dispatcher;
 use crate::store::{Store, StoreError};
 
-/// The longest the workers sleep without looking at the database.
-const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
-
 pub struct Pipeline {
     store: Store,
     dispatcher: Dispatcher,
     digester: Digester,
     deliverer: Deliverer,
     clock: Clock,
-    wake: Arc<Notify>,
     upkeep: Upkeep,
 }
 
@@ -42,7 +34,6 @@ impl Pipeline {
         digester: Digester,
         deliverer: Deliverer,
         clock: Clock,
-        wake: Arc<Notify>,
         upkeep: Upkeep,
     ) -> Pipeline {
         Pipeline {
@@ -51,7 +42,6 @@ impl Pipeline {
             digester,
             deliverer,
             clock,
-            wake,
             upkeep,
         }
     }
@@ -99,49 +89,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the workers until `stop` turns true; a pass under way is finished first, so no send
-    /// is cut off between Telegram accepting it and ringback recording it.
-    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut last_watch = self.clock.now() - Duration::hours(1);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if let Err(e) = self.run_until_idle().await {
-                tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
-                tokio::time::sleep(StdDuration::from_secs(1)).await;
-                continue;
-            }
-            let now = self.clock.now();
-            if now - last_watch >= Duration::minutes(10) {
-                last_watch = now;
-                if let Ok(Some(warning)) = self.missing_call_records().await {
-                    tracing::warn!("{warning}");
-                }
-                if let Err(e) = self.prune().await {
-                    tracing::error!(error = %e, "cannot prune old data; will try again");
-                }
-            }
-            let wait = match self.next_due().await {
-                Ok(Some(at)) => (at - now)
-                    .to_std()
-                    .unwrap_or(StdDuration::ZERO)
-                    .min(MAX_IDLE),
-                _ => MAX_IDLE,
-            };
-            if wait.is_zero() {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            tokio::select! {
-                () = self.wake.notified() => {},
-                () = tokio::time::sleep(wait) => {},
-                _ = stop.changed() => {},
-            }
-        }
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    /// When the next decision or message comes due.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let decision = self.store.next_decision_at().await?;
         let message = self.store.next_message_at().await?;
         Ok(match (decision, message) {

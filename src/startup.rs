@@ -5,12 +5,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use anyhow::Context;
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -19,8 +22,9 @@ use crate::digest::Digester;
 use crate::dispatch::Dispatcher;
 use crate::domain::Provider;
 use crate::health;
-use crate::ingest::{self, IngestState};
+use crate::ingest;
 use crate::pipeline::{Pipeline, Upkeep};
+use crate::reload::{ConfigSource, Live};
 use crate::render::Templates;
 use crate::store::Store;
 
@@ -30,12 +34,12 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    store: Store,
-    pipeline: Arc<Pipeline>,
+    live: Arc<Live>,
     workers: Workers,
 }
 
-/// Whether `run_until` starts the background workers; tests drive them with [`Application::pipeline`].
+/// Whether `run_until` starts the background workers and the file watch; tests step the workers
+/// through [`Application::live`] instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workers {
     Background,
@@ -44,53 +48,49 @@ pub enum Workers {
 
 impl Application {
     /// Opens the database (migrating it), loads the templates and binds the listener; nothing is
-    /// served until `run_until`.
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
-        Self::build_with(config, Clock::System, Workers::Background).await
+    /// served until `run_until`. `source` is where reloads read the config from.
+    pub async fn build(
+        config: Config,
+        source: Option<ConfigSource>,
+    ) -> anyhow::Result<Application> {
+        Self::build_with(config, source, Clock::System, Workers::Background).await
     }
 
     pub async fn build_with(
         config: Config,
+        source: Option<ConfigSource>,
         clock: Clock,
         workers: Workers,
     ) -> anyhow::Result<Application> {
         crate::telemetry::prometheus();
         let store = Store::open(&config.storage.url).await?;
-        let config = Arc::new(config);
-        let wake = Arc::new(Notify::new());
-        let pipeline = Arc::new(build_pipeline(
-            config.clone(),
-            store.clone(),
-            clock.clone(),
-            wake.clone(),
-        )?);
-        let ingest = Arc::new(IngestState::new(&config, store.clone(), clock, wake));
+        let listen = config.server.listen;
         for provider in config.providers_without_token() {
             tracing::warn!(
                 %provider,
                 "providers.{provider}.token is empty: /webhooks/{provider} answers 404 until it is set"
             );
         }
-        for provider in Provider::ALL.into_iter().filter(|p| ingest.enabled(*p)) {
+        let live = Arc::new(Live::new(config, source, store, clock)?);
+        for provider in Provider::ALL
+            .into_iter()
+            .filter(|p| live.current().ingest.enabled(*p))
+        {
             tracing::info!(%provider, "accepting webhooks at /webhooks/{provider}");
         }
-        let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (server.listen): {e}",
-                config.server.listen
-            )
-        })?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
         Ok(Application {
             listener,
-            router: app(ingest, store.clone(), pipeline.clone()),
-            store,
-            pipeline,
+            router: app(live.clone()),
+            live,
             workers,
         })
     }
 
-    pub fn pipeline(&self) -> Arc<Pipeline> {
-        self.pipeline.clone()
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -100,7 +100,7 @@ impl Application {
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.live.store
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
@@ -110,8 +110,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "ringback is listening");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let workers = (self.workers == Workers::Background)
-            .then(|| tokio::spawn(self.pipeline.clone().run(stopped)));
+        let background = self.workers == Workers::Background;
+        let workers = background.then(|| tokio::spawn(self.live.clone().run_workers(stopped)));
+        let _watcher = if background {
+            self.live.watch_files()
+        } else {
+            None
+        };
+        let hangups = background.then(|| tokio::spawn(reload_on_sighup(self.live.clone())));
         let served = axum::serve(
             self.listener,
             self.router
@@ -119,6 +125,9 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        if let Some(hangups) = hangups {
+            hangups.abort();
+        }
         // Requests in flight are answered; now the workers finish the pass they are in. One that
         // takes too long is stopped: its claimed messages are sent again after their claim lapses.
         let _ = stop.send(true);
@@ -132,9 +141,26 @@ impl Application {
             );
             workers.abort();
         }
-        self.store.close().await;
+        self.live.store.close().await;
         Ok(served?)
     }
+}
+
+/// Reloads the config on each SIGHUP.
+async fn reload_on_sighup(live: Arc<Live>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let _ = live.reload("SIGHUP").await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = live;
 }
 
 /// Builds the alert pipeline (templates, channels, workers) from a checked config; the service
@@ -143,7 +169,7 @@ pub fn build_pipeline(
     config: Arc<Config>,
     store: Store,
     clock: Clock,
-    wake: Arc<Notify>,
+    limits: crate::deliver::SharedLimits,
 ) -> anyhow::Result<Pipeline> {
     let templates = Arc::new(Templates::load(&config.templates.dir)?);
     for route in &config.routes {
@@ -192,9 +218,8 @@ pub fn build_pipeline(
         store.clone(),
         Dispatcher::new(store.clone(), config.clone()),
         Digester::new(store.clone(), config.clone(), templates.clone()),
-        Deliverer::new(store.clone(), templates, telegram, mailer),
+        Deliverer::new(store.clone(), templates, telegram, mailer, limits),
         clock,
-        wake,
         Upkeep {
             call_records_missing_after: chrono::Duration::minutes(
                 i64::try_from(config.alerts.call_records_missing_after_minutes).unwrap_or(30),
@@ -206,12 +231,55 @@ pub fn build_pipeline(
     ))
 }
 
-pub fn app(ingest: Arc<IngestState>, store: Store, pipeline: Arc<Pipeline>) -> Router {
+pub fn app(live: Arc<Live>) -> Router {
     Router::new()
-        .route("/webhooks/{provider}", any(ingest::webhook))
-        .with_state(ingest)
-        .merge(health::router(store, pipeline))
+        .route("/webhooks/{provider}", any(webhook))
+        .route("/-/reload", axum::routing::post(reload))
+        .with_state(live.clone())
+        .merge(health::router(live))
         .fallback(health::not_found)
+}
+
+/// Each request is handled by the config generation current when it arrives.
+async fn webhook(
+    State(live): State<Arc<Live>>,
+    Path(provider): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let ingest = live.current().ingest.clone();
+    ingest::webhook(&ingest, provider, request).await
+}
+
+/// `POST /-/reload`, with `server.reload_token` as `?token=` or an `X-Ringback-Token` header.
+async fn reload(
+    State(live): State<Arc<Live>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let refuse = |status: StatusCode, error: &str, detail: &str| {
+        (status, Json(json!({ "error": error, "detail": detail }))).into_response()
+    };
+    let token = live.current().config.server.reload_token.clone();
+    let Some(token) = token.filter(|t| !t.expose().is_empty()) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "reload_disabled",
+            "set server.reload_token to reload over HTTP (SIGHUP and file changes reload too)",
+        );
+    };
+    if crate::ingest::auth::check_token(&token, query.get("token").map(String::as_str), &headers)
+        != crate::ingest::auth::TokenCheck::Valid
+    {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token must equal server.reload_token",
+        );
+    }
+    match live.reload("POST /-/reload").await {
+        Ok(()) => Json(json!({ "status": "reloaded" })).into_response(),
+        Err(problem) => refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", &problem),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -58,8 +58,12 @@ pub struct Deliverer {
     templates: Arc<Templates>,
     telegram: Option<telegram::Telegram>,
     mailer: Option<email::Mailer>,
-    limits: Mutex<limits::TelegramLimits>,
+    limits: SharedLimits,
 }
+
+/// Telegram's limits as used so far; shared by every config generation, so a reload cannot
+/// reset them into a burst.
+pub type SharedLimits = Arc<Mutex<limits::TelegramLimits>>;
 
 impl Deliverer {
     pub fn new(
@@ -67,13 +71,14 @@ impl Deliverer {
         templates: Arc<Templates>,
         telegram: Option<telegram::Telegram>,
         mailer: Option<email::Mailer>,
+        limits: SharedLimits,
     ) -> Deliverer {
         Deliverer {
             store,
             templates,
             telegram,
             mailer,
-            limits: Mutex::new(limits::TelegramLimits::default()),
+            limits,
         }
     }
 

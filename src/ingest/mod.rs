@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -117,11 +117,8 @@ impl From<ParseError> for Refusal {
     }
 }
 
-pub async fn webhook(
-    State(state): State<Arc<IngestState>>,
-    Path(name): Path<String>,
-    request: Request,
-) -> Response {
+/// Handles one request to `/webhooks/{name}`.
+pub async fn webhook(state: &IngestState, name: String, request: Request) -> Response {
     let received_at = state.clock.now();
     let peer = request
         .extensions()
@@ -153,7 +150,7 @@ pub async fn webhook(
     };
 
     let outcome = accept(
-        &state,
+        state,
         &name,
         &parts.method,
         &parts.headers,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ringback::clock::Clock;
 use ringback::config;
 use ringback::domain::Provider;
-use ringback::pipeline::Pipeline;
+use ringback::reload::{ConfigSource, Live};
 use ringback::startup::{Application, Workers};
 use ringback::store::{Rejection, Store, StoredRecord};
 use serde_json::Value;
@@ -30,7 +30,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub clock: Clock,
-    pipeline: Arc<Pipeline>,
+    pub live: Arc<Live>,
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -43,6 +43,7 @@ pub fn base_config(db: &Path, extra: &str) -> String {
 [server]
 listen = "127.0.0.1:0"
 body_limit_bytes = 4096
+reload_token = "reload-secret"
 
 [storage]
 url = "sqlite://{db}"
@@ -106,11 +107,16 @@ async fn start(dir: TempDir, clock: Clock) -> TestApp {
 }
 
 async fn start_with(dir: TempDir, clock: Clock, workers: Workers) -> TestApp {
-    let config = config::load_with_env(&config_file(&dir), []).expect("the test config is valid");
-    let app = Application::build_with(config, clock.clone(), workers)
+    let path = config_file(&dir);
+    let config = config::load_with_env(&path, []).expect("the test config is valid");
+    let source = ConfigSource {
+        path,
+        env: Some(Vec::new()),
+    };
+    let app = Application::build_with(config, Some(source), clock.clone(), workers)
         .await
         .expect("ringback starts");
-    let pipeline = app.pipeline();
+    let live = app.live();
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -122,7 +128,7 @@ async fn start_with(dir: TempDir, clock: Clock, workers: Workers) -> TestApp {
         client: reqwest::Client::new(),
         store,
         clock,
-        pipeline,
+        live,
         dir,
         shutdown: Some(tx),
         server: Some(server),
@@ -237,6 +243,25 @@ impl TestApp {
         start(self.dir, self.clock.clone()).await
     }
 
+    /// Replaces the config file with `text`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(config_file(&self.dir), text).unwrap();
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(config_file(&self.dir)).unwrap()
+    }
+
+    /// `POST /-/reload` with the right token.
+    pub async fn reload(&self) -> Answer {
+        self.send(
+            self.client
+                .post(format!("{}/-/reload", self.address))
+                .header("X-Ringback-Token", "reload-secret"),
+        )
+        .await
+    }
+
     /// Kills the server at once, as a crash or `kill -9` would, and starts it again.
     pub async fn crash_and_restart(mut self) -> TestApp {
         if let Some(server) = self.server.take() {
@@ -249,7 +274,7 @@ impl TestApp {
 
     /// Runs the alert pipeline until nothing more is due at the test clock's time.
     pub async fn run_pipeline(&self) {
-        self.pipeline.run_until_idle().await.unwrap();
+        self.live.current().pipeline.run_until_idle().await.unwrap();
     }
 
     /// Moves the clock forward, then runs what came due.

@@ -2,7 +2,7 @@
 
 use ringback::domain::Provider;
 
-use crate::alerts::{ONE_ROUTE, call, world};
+use crate::alerts::{FRONT_DESK, ONE_ROUTE, SALES, call, world};
 use crate::helpers::TestApp;
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
@@ -166,4 +166,136 @@ async fn pruning_keeps_what_pending_alerts_need() {
     // The pending alert is still delivered.
     w.app.advance(600).await;
     assert_eq!(w.telegram.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_rejected_and_the_old_routes_still_deliver() {
+    let w = world(ONE_ROUTE).await;
+    let good = w.app.config_text();
+    w.app.write_config(&format!("{good}\n[[routes]]\nname = \"typo\"\nreceiver = \"front-desk\"\nmatch = {{ grup = \"x\" }}\n"));
+    // The metrics recorder is shared by the tests running alongside: compare counts, not gauges.
+    let failures = || {
+        metric(
+            &w.app,
+            "ringback_config_reloads_total",
+            &["result=\"failure\""],
+        )
+    };
+    let before = failures().await;
+
+    let answer = w.app.reload().await;
+
+    assert_eq!(answer.status, 422);
+    assert_eq!(answer.body["error"], "invalid_config");
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `grup`"),
+        "{}",
+        answer.body
+    );
+    assert!(failures().await >= before + 1.0);
+    w.app
+        .post_json(Provider::Telecmi, &call("r-1", "missed", 919810000001))
+        .await;
+    w.app.advance(3).await;
+    assert_eq!(
+        w.telegram.sent_to(FRONT_DESK).len(),
+        1,
+        "the old routes still deliver"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_config_takes_effect_without_a_restart() {
+    let w = world(ONE_ROUTE).await;
+    let config = w.app.config_text().replace(
+        "telegram = [\"-1001000000001\"]",
+        "telegram = [\"-1001000000002\"]",
+    );
+    w.app.write_config(&config);
+    let successes = || {
+        metric(
+            &w.app,
+            "ringback_config_reloads_total",
+            &["result=\"success\""],
+        )
+    };
+    let before = successes().await;
+
+    let answer = w.app.reload().await;
+
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(successes().await >= before + 1.0);
+    assert!(metric(&w.app, "ringback_config_reload_timestamp_seconds", &[]).await > 0.0);
+    w.app
+        .post_json(Provider::Telecmi, &call("r-2", "missed", 919810000001))
+        .await;
+    w.app.advance(3).await;
+    assert_eq!(w.telegram.sent_to(SALES).len(), 1);
+    assert!(w.telegram.sent_to(FRONT_DESK).is_empty());
+}
+
+#[tokio::test]
+async fn reloading_over_http_needs_the_token_and_cannot_move_the_database() {
+    let w = world(ONE_ROUTE).await;
+    let no_token = w
+        .app
+        .send(w.app.client.post(format!("{}/-/reload", w.app.address)))
+        .await;
+    assert_eq!(no_token.status, 401);
+    let config = w.app.config_text().replace("ringback.db", "other.db");
+    w.app.write_config(&config);
+    let answer = w.app.reload().await;
+    assert_eq!(answer.status, 422);
+    assert!(
+        answer.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("storage.url changed"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn editing_the_config_file_reloads_it() {
+    use crate::helpers::{alerting, base_config, spawn_app_in_service};
+    use crate::support::smtp::FakeSmtp;
+    use crate::support::telegram::FakeTelegram;
+    let telegram = FakeTelegram::start(ringback::clock::Clock::System).await;
+    let smtp = FakeSmtp::start().await;
+    let config = alerting(&telegram.url, &smtp.url(), ONE_ROUTE)
+        .replace("settle_seconds = 3", "settle_seconds = 0");
+    let app = spawn_app_in_service(|db| base_config(db, &config)).await;
+    let edited = app.config_text().replace(
+        "telegram = [\"-1001000000001\"]",
+        "telegram = [\"-1001000000002\"]",
+    );
+
+    app.write_config(&edited);
+    // Waits for the reload, bounded: the watch reloads a moment after the file settles.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reloads = metric(
+            &app,
+            "ringback_config_reloads_total",
+            &["result=\"success\""],
+        )
+        .await;
+        let current = app.live.current().config.receivers["front-desk"].telegram.0[0].chat_id;
+        if current == SALES || std::time::Instant::now() > deadline {
+            assert!(reloads >= 1.0);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.post_json(Provider::Telecmi, &call("r-3", "missed", 919810000001))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while telegram.sent().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(telegram.sent_to(SALES).len(), 1);
 }

@@ -1,0 +1,236 @@
+//! Hot reload: a changed config file or template, SIGHUP, or `POST /-/reload` loads and checks the
+//! new config, builds everything it needs, and swaps it in at once; a bad one changes nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use arc_swap::ArcSwap;
+use chrono::Duration;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::deliver::SharedLimits;
+use crate::ingest::IngestState;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// Where a reload reads its config from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// `None`: the process environment at reload time; tests give their own.
+    pub env: Option<Vec<(String, String)>>,
+}
+
+/// Everything built from one config. Alerts already decided keep what was decided with them
+/// (routes, receivers, options); new records are handled by the newest generation.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub ingest: Arc<IngestState>,
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// The running service's current generation, and what is shared by all of them.
+pub struct Live {
+    source: Option<ConfigSource>,
+    pub store: Store,
+    clock: Clock,
+    /// Wakes the workers: shared by all generations, so a reload never loses a wake-up.
+    wake: Arc<Notify>,
+    limits: SharedLimits,
+    current: ArcSwap<Generation>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    pub fn new(
+        config: Config,
+        source: Option<ConfigSource>,
+        store: Store,
+        clock: Clock,
+    ) -> anyhow::Result<Live> {
+        let wake = Arc::new(Notify::new());
+        let limits = SharedLimits::default();
+        let first = build(config, &store, &clock, &wake, &limits)?;
+        Ok(Live {
+            source,
+            store,
+            clock,
+            wake,
+            limits,
+            current: ArcSwap::from_pointee(first),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    pub fn source(&self) -> Option<&ConfigSource> {
+        self.source.as_ref()
+    }
+
+    /// Loads, checks and swaps in the config file; on any problem the running config stays.
+    pub async fn reload(&self, trigger: &str) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload();
+        let now = chrono::Utc::now().timestamp() as f64;
+        metrics::gauge!("ringback_config_reload_timestamp_seconds").set(now);
+        match &result {
+            Ok(()) => {
+                metrics::gauge!("ringback_config_reload_success").set(1.0);
+                metrics::counter!("ringback_config_reloads_total", "result" => "success")
+                    .increment(1);
+                tracing::info!(trigger, "config reloaded");
+            }
+            Err(problem) => {
+                metrics::gauge!("ringback_config_reload_success").set(0.0);
+                metrics::counter!("ringback_config_reloads_total", "result" => "failure")
+                    .increment(1);
+                tracing::error!(trigger, %problem, "config reload rejected; the running config stays");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
+        let source = self
+            .source
+            .as_ref()
+            .ok_or("ringback was started without a config file to reload")?;
+        let config = match &source.env {
+            Some(env) => config::load_with_env(&source.path, env.clone()),
+            None => config::load(&source.path),
+        }
+        .map_err(|e| e.to_string())?;
+        let running = self.current();
+        if config.storage.url != running.config.storage.url {
+            return Err("storage.url changed: restart ringback to use another database".into());
+        }
+        if config.server.listen != running.config.server.listen {
+            return Err("server.listen changed: restart ringback to listen elsewhere".into());
+        }
+        let next = build(config, &self.store, &self.clock, &self.wake, &self.limits)
+            .map_err(|e| format!("{e:#}"))?;
+        self.current.store(Arc::new(next));
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs the workers of the current generation until `stop` turns true; a pass under way is
+    /// finished first, so no send is cut off between Telegram accepting it and ringback recording it.
+    pub async fn run_workers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
+        let mut last_upkeep = self.clock.now() - Duration::hours(1);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let pipeline = self.current().pipeline.clone();
+            if let Err(e) = pipeline.run_until_idle().await {
+                tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                continue;
+            }
+            let now = self.clock.now();
+            if now - last_upkeep >= Duration::minutes(10) {
+                last_upkeep = now;
+                if let Ok(Some(warning)) = pipeline.missing_call_records().await {
+                    tracing::warn!("{warning}");
+                }
+                if let Err(e) = pipeline.prune().await {
+                    tracing::error!(error = %e, "cannot prune old data; will try again");
+                }
+            }
+            let wait = match pipeline.next_due().await {
+                Ok(Some(at)) => (at - now)
+                    .to_std()
+                    .unwrap_or(StdDuration::ZERO)
+                    .min(MAX_IDLE),
+                _ => MAX_IDLE,
+            };
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(wait) => {},
+                _ = stop.changed() => {},
+            }
+        }
+    }
+
+    /// Reloads when the config file or a template changes, until the returned watcher is dropped.
+    pub fn watch_files(self: &Arc<Self>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let source = self.source.as_ref()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
+            {
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config for changes; use SIGHUP or POST /-/reload"))
+        .ok()?;
+        let config_dir = source
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        let templates = self.current().config.templates.dir.clone();
+        for dir in [config_dir, templates] {
+            if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a folder for changes");
+            }
+        }
+        let live = Arc::clone(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Editors write a file in several steps: wait for the writes to settle.
+                tokio::time::sleep(StdDuration::from_millis(300)).await;
+                while rx.try_recv().is_ok() {}
+                let _ = live.reload("file change").await;
+            }
+        });
+        Some(watcher)
+    }
+
+    /// Wakes the workers (after a record that asks for a decision was stored).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+fn build(
+    config: Config,
+    store: &Store,
+    clock: &Clock,
+    wake: &Arc<Notify>,
+    limits: &SharedLimits,
+) -> anyhow::Result<Generation> {
+    let config = Arc::new(config);
+    let pipeline = Arc::new(crate::startup::build_pipeline(
+        config.clone(),
+        store.clone(),
+        clock.clone(),
+        limits.clone(),
+    )?);
+    let ingest = Arc::new(IngestState::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        wake.clone(),
+    ));
+    Ok(Generation {
+        config,
+        ingest,
+        pipeline,
+    })
+}
