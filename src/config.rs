@@ -177,6 +177,10 @@ pub struct ServerConfig {
     pub trust_forwarded_for: bool,
     /// Enables `POST /-/reload` with this token.
     pub reload_token: Option<Secret>,
+    /// Webhook requests allowed per second from one source address (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// Requests one source may send at once before the per-second limit applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +190,9 @@ impl Default for ServerConfig {
             body_limit_bytes: 64 * 1024,
             trust_forwarded_for: false,
             reload_token: None,
+            // Generous: a provider re-delivering a backlog after an outage sends bursts.
+            rate_limit_per_second: 200,
+            rate_limit_burst: 2000,
         }
     }
 }

@@ -40,7 +40,11 @@ pub struct IngestState {
     clock: Clock,
     /// Wakes the alert pipeline when a stored record asks for a decision.
     wake: Arc<tokio::sync::Notify>,
+    limiter: Option<SourceLimiter>,
+    requests: std::sync::atomic::AtomicU64,
 }
+
+type SourceLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
 impl IngestState {
     pub fn new(
@@ -63,7 +67,25 @@ impl IngestState {
             ),
             clock,
             wake,
+            limiter: std::num::NonZeroU32::new(config.server.rate_limit_per_second).map(|per_second| {
+                let burst = std::num::NonZeroU32::new(config.server.rate_limit_burst).unwrap_or(per_second);
+                governor::RateLimiter::dashmap(governor::Quota::per_second(per_second).allow_burst(burst))
+            }),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// `Some(seconds to wait)` when `ip` is over its rate limit.
+    fn over_limit(&self, ip: Option<std::net::IpAddr>) -> Option<u64> {
+        let (limiter, ip) = (self.limiter.as_ref()?, ip?);
+        // Forget quiet sources now and then, so memory follows the active ones.
+        if self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).err().map(|not_until| {
+            let clock = governor::clock::DefaultClock::default();
+            not_until.wait_time_from(governor::clock::Clock::now(&clock)).as_secs().max(1)
+        })
     }
 
     pub fn enabled(&self, provider: Provider) -> bool {
@@ -117,13 +139,36 @@ impl From<ParseError> for Refusal {
     }
 }
 
-/// Handles one request to `/webhooks/{name}`.
+/// Handles one request to `/webhooks/{name}`, in a span naming the provider and, once read, the call.
 pub async fn webhook(state: &IngestState, name: String, request: Request) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("webhook", provider = %name, call_id = tracing::field::Empty);
+    handle(state, name, request).instrument(span).await
+}
+
+async fn handle(state: &IngestState, name: String, request: Request) -> Response {
     let received_at = state.clock.now();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let source = auth::client_ip(peer, request.headers(), state.trust_forwarded_for);
+    if let Some(wait) = state.over_limit(source) {
+        // Not kept in rejected_requests: a flood must not be able to fill the database.
+        metrics::counter!("ringback_webhooks_total", "provider" => "any", "result" => "rate_limited")
+            .increment(1);
+        tracing::debug!(source = ?source, "webhook rate limit reached");
+        let mut response = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from this address; retry in {wait} s (server.rate_limit_per_second)"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        return response;
+    }
     let (parts, body) = request.into_parts();
     let query_pairs: Vec<(String, String)> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
@@ -281,6 +326,7 @@ async fn accept(
         body: &raw.body,
     };
     let record = normalize::parse(provider, &inbound, &settings.parse)?;
+    tracing::Span::current().record("call_id", record.call_id.as_str());
     let decision = classify::decision_for(&record);
     let decide_at = raw.received_at + state.settle;
     let ingested = state

@@ -263,3 +263,36 @@ async fn unknown_paths_are_json_404() {
     assert_eq!(answer.status, 404);
     assert_eq!(answer.body["error"], "not_found");
 }
+
+#[tokio::test]
+async fn a_source_over_the_rate_limit_is_429_and_not_stored() {
+    let app = spawn_app_from(|db| {
+        crate::helpers::base_config(db, "").replace(
+            "body_limit_bytes = 4096",
+            "body_limit_bytes = 4096\nrate_limit_per_second = 1\nrate_limit_burst = 2",
+        )
+    })
+    .await;
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for i in 0..3 {
+        let mut cdr = fixture("telecmi_user_missed.json");
+        cdr["cmiuuid"] = json!(format!("rl-{i}"));
+        let response = app
+            .client
+            .post(app.url("telecmi", &format!("token={TELECMI_TOKEN}")))
+            .json(&cdr)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        last = Some(response);
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    let last = last.unwrap();
+    assert!(last.headers().contains_key("retry-after"));
+    let body: serde_json::Value = last.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(app.rejections().await.is_empty());
+    assert_eq!(app.store.count_records().await.unwrap(), 2);
+}
