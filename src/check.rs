@@ -389,3 +389,91 @@ fn describe_record(out: &mut String, r: &CallRecord) {
     let _ = writeln!(out, "  recording:     {}", text(&r.recording));
     let _ = writeln!(out, "  dedup key:     {}", r.dedup_key);
 }
+
+/// One row of `ringback export`.
+#[derive(Debug, serde::Serialize)]
+pub struct ExportRow {
+    pub id: i64,
+    pub provider: String,
+    pub call_id: String,
+    pub conversation_id: String,
+    pub leg: String,
+    pub direction: String,
+    pub outcome: String,
+    pub provider_status: Option<String>,
+    pub caller: Option<String>,
+    pub caller_e164: Option<String>,
+    pub caller_name: Option<String>,
+    pub called: Option<String>,
+    pub called_e164: Option<String>,
+    pub agent: Option<String>,
+    pub group: Option<String>,
+    pub started_at: Option<String>,
+    pub answered_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub ring_seconds: Option<i64>,
+    pub talk_seconds: Option<i64>,
+    pub hangup: Option<String>,
+    pub recording: Option<String>,
+    pub received_at: String,
+    /// What was decided for the call, if it has been.
+    pub decision: Option<String>,
+    /// Where the call's alerts got to: sent, pending, failed; empty when it raised none.
+    pub alert_state: Option<String>,
+}
+
+/// Writes the records received in `[from, to)` as CSV or JSON lines.
+pub async fn export(
+    store: &crate::store::Store,
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+    jsonl: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<usize> {
+    let rows = store.export(from, to).await?;
+    let count = rows.len();
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+    let rows = rows.into_iter().map(|(stored, decision, alert_state)| {
+        let r = stored.record;
+        ExportRow {
+            id: stored.id,
+            provider: r.provider.to_string(),
+            call_id: r.call_id,
+            conversation_id: r.conversation_id,
+            leg: r.leg.as_str().into(),
+            direction: r.direction.as_str().into(),
+            outcome: r.outcome.to_string(),
+            provider_status: r.provider_status,
+            caller: r.caller.as_ref().map(|p| p.raw.clone()),
+            caller_e164: r.caller.and_then(|p| p.e164),
+            caller_name: r.caller_name,
+            called: r.called.as_ref().map(|p| p.raw.clone()),
+            called_e164: r.called.and_then(|p| p.e164),
+            agent: r.agent,
+            group: r.group,
+            started_at: time(r.started_at),
+            answered_at: time(r.answered_at),
+            ended_at: time(r.ended_at),
+            ring_seconds: r.ring_seconds,
+            talk_seconds: r.talk_seconds,
+            hangup: r.hangup,
+            recording: r.recording,
+            received_at: stored.received_at.to_rfc3339(),
+            decision,
+            alert_state,
+        }
+    });
+    if jsonl {
+        for row in rows {
+            serde_json::to_writer(&mut *out, &row)?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        let mut writer = csv::Writer::from_writer(out);
+        for row in rows {
+            writer.serialize(row)?;
+        }
+        writer.flush()?;
+    }
+    Ok(count)
+}

@@ -60,6 +60,21 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Write the stored call records, with what was decided and where their alerts got to, for
+    /// spreadsheets and BI tools.
+    Export {
+        /// Start: RFC 3339, or "YYYY-MM-DD [HH:MM]" in [alerts] timezone. Default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive), written the same way. Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Look at or send an email digest.
     Digest {
         #[command(subcommand)]
@@ -68,6 +83,12 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH, global = true)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +125,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Digest { action, config } => digest(action, &config).await,
+        Command::Export {
+            from,
+            to,
+            format,
+            config,
+        } => {
+            let config = config::load(&config)?;
+            let tz = config.alerts.timezone;
+            let from = match from {
+                Some(text) => parse_time(&text, tz)?,
+                None => DateTime::<Utc>::UNIX_EPOCH,
+            };
+            let to = match to {
+                Some(text) => parse_time(&text, tz)?,
+                None => Utc::now(),
+            };
+            let store = Store::open(&config.storage.url).await?;
+            let mut stdout = std::io::stdout().lock();
+            let count =
+                crate::check::export(&store, from, to, format == ExportFormat::Jsonl, &mut stdout)
+                    .await?;
+            drop(stdout);
+            store.close().await;
+            eprintln!("{count} records");
+            Ok(())
+        }
         Command::CheckConfig { config } => match crate::check::check_config(&config) {
             Ok(summary) => {
                 print!("{summary}");

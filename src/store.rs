@@ -944,6 +944,41 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Records received in `[from, to)` with the decision taken on their call and where its alerts
+    /// got to (`sent`, `pending`, `failed`, or none), oldest first.
+    pub async fn export(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(StoredRecord, Option<String>, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.*, \
+             (SELECT d.verdict FROM decisions d WHERE d.provider = r.provider AND d.decided_at IS NOT NULL \
+              AND ((r.leg = 'a' AND d.subject = r.conversation_id) OR d.record_id = r.id) \
+              ORDER BY d.id LIMIT 1) AS verdict, \
+             (SELECT CASE WHEN SUM(CASE WHEN o.state = 'sent' THEN 1 ELSE 0 END) > 0 THEN 'sent' \
+                          WHEN SUM(CASE WHEN o.state IN ('pending', 'sending') THEN 1 ELSE 0 END) > 0 THEN 'pending' \
+                          WHEN COUNT(o.id) > 0 THEN 'failed' END \
+              FROM outbox o JOIN alerts a ON a.id = o.alert_id JOIN decisions d ON d.id = a.decision_id \
+              WHERE d.provider = r.provider \
+              AND ((r.leg = 'a' AND d.subject = r.conversation_id) OR d.record_id = r.id)) AS alert_state \
+             FROM call_records r WHERE r.received_at >= $1 AND r.received_at < $2 ORDER BY r.id",
+        )
+        .bind(from.timestamp_millis())
+        .bind(to.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    record_from_row(row)?,
+                    row.try_get("verdict")?,
+                    row.try_get("alert_state")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Verdicts taken so far, by verdict text, for tests and the unrouted count.
     pub async fn verdicts(&self) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(

@@ -433,3 +433,110 @@ fn route_test_explains_a_leg_b_ring_a_callr_start_and_a_callerdesk_query() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_under_load_loses_nothing_that_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = config_with(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[providers.telecmi]\ntoken = \"t\"\n[receivers.r]\n[[routes]]\nname = \"all\"\nreceiver = \"r\"\n"
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringback"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "ringback did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Sixteen senders, each sending one webhook after another until the server goes away.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..16)
+        .map(|sender| {
+            let client = client.clone();
+            let acked = acked.clone();
+            let url = format!("{base}/webhooks/telecmi?token=t");
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..1000 {
+                    let id = format!("load-{sender}-{i}");
+                    let body = serde_json::json!({"type": "cdr", "cmiuuid": id, "status": "missed",
+                                                  "from": 919810000001u64, "time": 1700000000000u64});
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            acknowledged.push(id);
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(r) => panic!("{id}: unexpected {}", r.status()),
+                        Err(_) => break, // shut down: not acknowledged
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 50 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no load got through"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut acknowledged = Vec::new();
+    for sender in senders {
+        acknowledged.extend(sender.await.unwrap());
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "ringback exits cleanly on SIGTERM: {exit:?}"
+    );
+
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+        .await
+        .unwrap();
+    println!(
+        "{} webhooks acknowledged before shutdown",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 50);
+    // A record stored whose answer was cut off by the shutdown is no loss: the provider resends it.
+    assert!(store.count_records().await.unwrap() >= acknowledged.len() as i64);
+    for id in &acknowledged {
+        assert_eq!(
+            store
+                .records_of_call(Provider::Telecmi, id)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{id} was acknowledged, so it is stored"
+        );
+    }
+}

@@ -67,10 +67,15 @@ impl IngestState {
             ),
             clock,
             wake,
-            limiter: std::num::NonZeroU32::new(config.server.rate_limit_per_second).map(|per_second| {
-                let burst = std::num::NonZeroU32::new(config.server.rate_limit_burst).unwrap_or(per_second);
-                governor::RateLimiter::dashmap(governor::Quota::per_second(per_second).allow_burst(burst))
-            }),
+            limiter: std::num::NonZeroU32::new(config.server.rate_limit_per_second).map(
+                |per_second| {
+                    let burst = std::num::NonZeroU32::new(config.server.rate_limit_burst)
+                        .unwrap_or(per_second);
+                    governor::RateLimiter::dashmap(
+                        governor::Quota::per_second(per_second).allow_burst(burst),
+                    )
+                },
+            ),
             requests: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -79,12 +84,20 @@ impl IngestState {
     fn over_limit(&self, ip: Option<std::net::IpAddr>) -> Option<u64> {
         let (limiter, ip) = (self.limiter.as_ref()?, ip?);
         // Forget quiet sources now and then, so memory follows the active ones.
-        if self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096 == 4095 {
+        if self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 4096
+            == 4095
+        {
             limiter.retain_recent();
         }
         limiter.check_key(&ip).err().map(|not_until| {
             let clock = governor::clock::DefaultClock::default();
-            not_until.wait_time_from(governor::clock::Clock::now(&clock)).as_secs().max(1)
+            not_until
+                .wait_time_from(governor::clock::Clock::now(&clock))
+                .as_secs()
+                .max(1)
         })
     }
 

@@ -299,3 +299,60 @@ async fn editing_the_config_file_reloads_it() {
     }
     assert_eq!(telegram.sent_to(SALES).len(), 1);
 }
+
+#[tokio::test]
+async fn export_writes_records_with_their_decision_and_alert_state() {
+    let w = world(ONE_ROUTE).await;
+    w.app
+        .post_json(Provider::Telecmi, &call("x-missed", "missed", 919810000001))
+        .await;
+    w.app
+        .post_json(
+            Provider::Telecmi,
+            &call("x-answered", "answered", 919810000002),
+        )
+        .await;
+    w.app.advance(3).await;
+    let from = w.app.clock.now() - chrono::Duration::hours(1);
+    let to = w.app.clock.now() + chrono::Duration::hours(1);
+
+    let mut csv = Vec::new();
+    let count = ringback::check::export(&w.app.store, from, to, false, &mut csv)
+        .await
+        .unwrap();
+    let mut jsonl = Vec::new();
+    ringback::check::export(&w.app.store, from, to, true, &mut jsonl)
+        .await
+        .unwrap();
+
+    assert_eq!(count, 2);
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("id,provider,call_id,conversation_id,leg,direction,outcome,")
+    );
+    assert!(
+        csv.contains(",x-missed,x-missed,a,inbound,missed,missed,919810000001,+919810000001,"),
+        "{csv}"
+    );
+    assert!(
+        csv.trim_end()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(",missed (everything: alert),sent"),
+        "{csv}"
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[1]["call_id"], "x-answered");
+    assert_eq!(rows[1]["decision"], "answered by 304_carol");
+    assert_eq!(rows[1]["alert_state"], serde_json::Value::Null);
+    assert_eq!(rows[0]["alert_state"], "sent");
+}
