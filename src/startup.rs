@@ -36,6 +36,9 @@ pub struct Application {
     router: Router,
     live: Arc<Live>,
     workers: Workers,
+    /// Watches the config and templates from the moment the service is built, so no edit made
+    /// while it starts is missed.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// Whether `run_until` starts the background workers and the file watch; tests step the workers
@@ -81,11 +84,15 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+        let watcher = (workers == Workers::Background)
+            .then(|| live.watch_files())
+            .flatten();
         Ok(Application {
             listener,
             router: app(live.clone()),
             live,
             workers,
+            watcher,
         })
     }
 
@@ -112,11 +119,8 @@ impl Application {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let background = self.workers == Workers::Background;
         let workers = background.then(|| tokio::spawn(self.live.clone().run_workers(stopped)));
-        let _watcher = if background {
-            self.live.watch_files()
-        } else {
-            None
-        };
+        // Kept alive while serving; dropping it stops the watch.
+        let _watcher = self.watcher;
         let hangups = background.then(|| tokio::spawn(reload_on_sighup(self.live.clone())));
         let served = axum::serve(
             self.listener,

@@ -85,8 +85,29 @@ pub async fn spawn_app_from(config: impl FnOnce(&Path) -> String) -> TestApp {
 pub async fn spawn_app_on(clock: Clock, config: impl FnOnce(&Path) -> String) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db = dir.path().join("ringback.db");
-    std::fs::write(config_file(&dir), config(&db)).unwrap();
+    std::fs::write(config_file(&dir), on_test_database(config(&db), &db).await).unwrap();
     start(dir, clock).await
+}
+
+/// With `RINGBACK_TEST_DATABASE=postgres`, moves a config onto a fresh PostgreSQL database of its
+/// own (on 127.0.0.1:5432, trust auth); otherwise leaves it on its SQLite file.
+pub async fn on_test_database(config: String, db: &Path) -> String {
+    if std::env::var("RINGBACK_TEST_DATABASE").as_deref() != Ok("postgres") {
+        return config;
+    }
+    use sqlx::Connection;
+    let name = format!("ringback_test_{}", fastrand::u64(..));
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .expect("PostgreSQL answers on 127.0.0.1:5432");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    config.replace(
+        &format!("sqlite://{}", db.display()),
+        &format!("postgres://postgres@127.0.0.1:5432/{name}"),
+    )
 }
 
 fn config_file(dir: &TempDir) -> PathBuf {
@@ -97,7 +118,7 @@ fn config_file(dir: &TempDir) -> PathBuf {
 pub async fn spawn_app_in_service(config: impl FnOnce(&Path) -> String) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db = dir.path().join("ringback.db");
-    std::fs::write(config_file(&dir), config(&db)).unwrap();
+    std::fs::write(config_file(&dir), on_test_database(config(&db), &db).await).unwrap();
     start_with(dir, Clock::System, Workers::Background).await
 }
 

@@ -245,7 +245,19 @@ async fn reloading_over_http_needs_the_token_and_cannot_move_the_database() {
         .send(w.app.client.post(format!("{}/-/reload", w.app.address)))
         .await;
     assert_eq!(no_token.status, 401);
-    let config = w.app.config_text().replace("ringback.db", "other.db");
+    let config: String = w
+        .app
+        .config_text()
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = ") {
+                "url = \"sqlite://elsewhere.db\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     w.app.write_config(&config);
     let answer = w.app.reload().await;
     assert_eq!(answer.status, 422);
