@@ -561,16 +561,23 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let claimed = sqlx::query(
+        // On PostgreSQL instances claim side by side: SKIP LOCKED gives each its own rows. SQLite
+        // runs one write at a time, so its claim is atomic as it stands.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
             "UPDATE outbox SET state = 'sending', lease_until = $1 WHERE id IN (\
              SELECT id FROM outbox WHERE (state = 'pending' AND not_before <= $2) \
-             OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $3) RETURNING id",
-        )
-        .bind(lease_until.timestamp_millis())
-        .bind(now.timestamp_millis())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $3{lock}) RETURNING id"
+        );
+        let claimed = sqlx::query(&sql)
+            .bind(lease_until.timestamp_millis())
+            .bind(now.timestamp_millis())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let ids: Vec<i64> = claimed
             .iter()
             .map(|r| r.try_get("id"))

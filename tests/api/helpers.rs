@@ -273,6 +273,13 @@ impl TestApp {
         std::fs::read_to_string(config_file(&self.dir)).unwrap()
     }
 
+    /// A second instance on the same config and database (and clock), as behind a load balancer.
+    pub async fn sibling(&self) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        std::fs::write(config_file(&dir), self.config_text()).unwrap();
+        start(dir, self.clock.clone()).await
+    }
+
     /// `POST /-/reload` with the right token.
     pub async fn reload(&self) -> Answer {
         self.send(
@@ -291,6 +298,15 @@ impl TestApp {
         }
         self.store.close().await;
         start(self.dir, self.clock.clone()).await
+    }
+
+    /// Kills the server at once and does not start it again: an instance that died. Its folder
+    /// is returned, as it may hold the database the other instances share.
+    pub fn die(mut self) -> TempDir {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.dir
     }
 
     /// Runs the alert pipeline until nothing more is due at the test clock's time.

@@ -3,6 +3,7 @@
 mod alerts;
 mod callerdesk;
 mod callr;
+mod cluster;
 mod delivery;
 mod digests;
 mod health;

@@ -1,0 +1,92 @@
+//! Several instances on one database: webhooks on either, each alert sent once, work of a dead
+//! instance taken over when its claims lapse, digests sent once.
+
+use ringback::domain::Provider;
+
+use crate::alerts::{FRONT_DESK, call, world};
+
+const ROUTES_AND_DIGEST: &str = r#"
+[receivers.front-desk]
+telegram = ["-1001000000001"]
+
+[[routes]]
+name = "everything"
+receiver = "front-desk"
+
+[[digests]]
+name = "daily-ops"
+to = ["manager@example.com"]
+schedule = "0 9 * * *"
+timezone = "Asia/Kolkata"
+"#;
+
+#[tokio::test]
+async fn two_instances_behave_like_one_that_never_restarts() {
+    let w = world(ROUTES_AND_DIGEST).await;
+    let one = w.app;
+    let two = one.sibling().await;
+    one.run_pipeline().await;
+    two.run_pipeline().await;
+
+    // Webhooks land on either instance; a resend on the other is still a duplicate.
+    for i in 0..10u64 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let answer = app
+            .post_json(
+                Provider::Telecmi,
+                &call(&format!("ha-{i}"), "missed", 919810000100 + i),
+            )
+            .await;
+        assert_eq!(answer.body["status"], "stored");
+    }
+    let resend = two
+        .post_json(Provider::Telecmi, &call("ha-0", "missed", 919810000100))
+        .await;
+    assert_eq!(resend.body["status"], "duplicate");
+
+    // Both decide at once: each call is decided once.
+    one.clock.advance(chrono::Duration::seconds(3));
+    tokio::join!(one.run_pipeline(), two.run_pipeline());
+    // Instance one claims the next messages (as they come due) and dies before sending them.
+    let soon = one.clock.now() + chrono::Duration::seconds(10);
+    let claimed = one
+        .store
+        .claim_outbox(soon, soon + chrono::Duration::seconds(120), 5)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 5);
+    let _shared_database = one.die();
+    // The survivor sends the rest as Telegram's limits allow, and the dead one's after its claims lapse.
+    for _ in 0..150 {
+        two.advance(1).await;
+    }
+
+    let sent = w.telegram.sent_to(FRONT_DESK);
+    let mut callers: Vec<String> = sent
+        .iter()
+        .map(|m| m.text.lines().nth(1).unwrap().to_owned())
+        .collect();
+    callers.sort();
+    let before = callers.len();
+    callers.dedup();
+    let duplicates = before - callers.len();
+    println!(
+        "{} alerts sent, {duplicates} duplicates, {} claimed by the dead instance",
+        sent.len(),
+        claimed.len()
+    );
+    assert_eq!(duplicates, 0);
+    assert_eq!(callers.len(), 10, "every alert delivered");
+    assert_eq!(w.telegram.limit_violations(), 0);
+    let verdicts = two.store.verdicts().await.unwrap();
+    assert_eq!(verdicts.len(), 10, "each call decided once: {verdicts:?}");
+
+    // The digest at 09:00 is sent once, though two instances were running when it came due.
+    let three = two.sibling().await;
+    let tuesday_nine = chrono::DateTime::parse_from_rfc3339("2026-11-24T03:30:00Z")
+        .unwrap()
+        .to_utc();
+    two.clock.advance(tuesday_nine - two.clock.now());
+    tokio::join!(two.run_pipeline(), three.run_pipeline());
+    assert_eq!(w.smtp.accepted().len(), 1);
+}
