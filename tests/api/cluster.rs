@@ -4,25 +4,11 @@
 use ringback::domain::Provider;
 
 use crate::alerts::{FRONT_DESK, call, world};
-
-const ROUTES_AND_DIGEST: &str = r#"
-[receivers.front-desk]
-telegram = ["-1001000000001"]
-
-[[routes]]
-name = "everything"
-receiver = "front-desk"
-
-[[digests]]
-name = "daily-ops"
-to = ["manager@example.com"]
-schedule = "0 9 * * *"
-timezone = "Asia/Kolkata"
-"#;
+use crate::digests::DIGEST;
 
 #[tokio::test]
 async fn two_instances_behave_like_one_that_never_restarts() {
-    let w = world(ROUTES_AND_DIGEST).await;
+    let w = world(DIGEST).await;
     let one = w.app;
     let two = one.sibling().await;
     one.run_pipeline().await;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::alerts::{World, call, world};
 use crate::fixture;
 
-const DIGEST: &str = r#"
+pub const DIGEST: &str = r#"
 [receivers.front-desk]
 telegram = ["-1001000000001"]
 
