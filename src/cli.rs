@@ -222,12 +222,7 @@ async fn digest(action: DigestAction, config_path: &std::path::Path) -> anyhow::
         )
     })?;
     let store = Store::open(&config.storage.url).await?;
-    let pipeline = build_pipeline(
-        config.clone(),
-        store.clone(),
-        Clock::System,
-        Default::default(),
-    )?;
+    let pipeline = build_pipeline(config.clone(), store.clone(), Clock::System)?;
     let now = Utc::now();
     let tz = digest.timezone.unwrap_or(config.alerts.timezone);
     match action {

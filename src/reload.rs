@@ -11,7 +11,6 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
-use crate::deliver::SharedLimits;
 use crate::ingest::IngestState;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
@@ -39,7 +38,6 @@ pub struct Live {
     clock: Clock,
     /// Wakes the workers: shared by all generations, so a reload never loses a wake-up.
     wake: Arc<Notify>,
-    limits: SharedLimits,
     current: ArcSwap<Generation>,
     reloading: tokio::sync::Mutex<()>,
 }
@@ -52,14 +50,12 @@ impl Live {
         clock: Clock,
     ) -> anyhow::Result<Live> {
         let wake = Arc::new(Notify::new());
-        let limits = SharedLimits::default();
-        let first = build(config, &store, &clock, &wake, &limits)?;
+        let first = build(config, &store, &clock, &wake)?;
         Ok(Live {
             source,
             store,
             clock,
             wake,
-            limits,
             current: ArcSwap::from_pointee(first),
             reloading: tokio::sync::Mutex::new(()),
         })
@@ -113,8 +109,8 @@ impl Live {
         if config.server.listen != running.config.server.listen {
             return Err("server.listen changed: restart ringback to listen elsewhere".into());
         }
-        let next = build(config, &self.store, &self.clock, &self.wake, &self.limits)
-            .map_err(|e| format!("{e:#}"))?;
+        let next =
+            build(config, &self.store, &self.clock, &self.wake).map_err(|e| format!("{e:#}"))?;
         self.current.store(Arc::new(next));
         self.wake.notify_one();
         Ok(())
@@ -213,14 +209,12 @@ fn build(
     store: &Store,
     clock: &Clock,
     wake: &Arc<Notify>,
-    limits: &SharedLimits,
 ) -> anyhow::Result<Generation> {
     let config = Arc::new(config);
     let pipeline = Arc::new(crate::startup::build_pipeline(
         config.clone(),
         store.clone(),
         clock.clone(),
-        limits.clone(),
     )?);
     let ingest = Arc::new(IngestState::new(
         &config,

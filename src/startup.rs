@@ -169,12 +169,7 @@ async fn reload_on_sighup(live: Arc<Live>) {
 
 /// Builds the alert pipeline (templates, channels, workers) from a checked config; the service
 /// and the `digest` commands share it.
-pub fn build_pipeline(
-    config: Arc<Config>,
-    store: Store,
-    clock: Clock,
-    limits: crate::deliver::SharedLimits,
-) -> anyhow::Result<Pipeline> {
+pub fn build_pipeline(config: Arc<Config>, store: Store, clock: Clock) -> anyhow::Result<Pipeline> {
     let templates = Arc::new(Templates::load(&config.templates.dir)?);
     for route in &config.routes {
         templates.check_route(&route.templates).with_context(|| {
@@ -222,7 +217,7 @@ pub fn build_pipeline(
         store.clone(),
         Dispatcher::new(store.clone(), config.clone()),
         Digester::new(store.clone(), config.clone(), templates.clone()),
-        Deliverer::new(store.clone(), templates, telegram, mailer, limits),
+        Deliverer::new(store.clone(), templates, telegram, mailer),
         clock,
         Upkeep {
             call_records_missing_after: chrono::Duration::minutes(

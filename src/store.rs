@@ -986,6 +986,85 @@ impl Store {
             .collect()
     }
 
+    /// Takes a slot to send to Telegram `chat_id` at `now`, or says when one will be free. Slots
+    /// are taken one at a time across every instance (the lock row), so the limits hold for the
+    /// bot, not per process.
+    pub async fn take_telegram_slot(
+        &self,
+        chat_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), DateTime<Utc>>, StoreError> {
+        let at = now.timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE telegram_slot_lock SET taken_at = $1 WHERE id = 1")
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM telegram_sends WHERE sent_at <= $1")
+            .bind(at - 60_000)
+            .execute(&mut *tx)
+            .await?;
+        let times = |rows: Vec<AnyRow>| -> Result<Vec<DateTime<Utc>>, StoreError> {
+            rows.iter()
+                .map(|r| {
+                    millis(r, "sent_at")?
+                        .ok_or_else(|| StoreError::Corrupt("telegram_sends.sent_at".into()))
+                })
+                .collect()
+        };
+        let chat =
+            sqlx::query("SELECT sent_at FROM telegram_sends WHERE chat_id = $1 ORDER BY sent_at")
+                .bind(chat_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let all =
+            sqlx::query("SELECT sent_at FROM telegram_sends WHERE sent_at > $1 ORDER BY sent_at")
+                .bind(at - 1_000)
+                .fetch_all(&mut *tx)
+                .await?;
+        let blocked = sqlx::query("SELECT blocked_until FROM telegram_chats WHERE chat_id = $1")
+            .bind(chat_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let recent = crate::deliver::limits::Recent {
+            chat: times(chat)?,
+            all: times(all)?,
+            blocked_until: match &blocked {
+                Some(row) => millis(row, "blocked_until")?,
+                None => None,
+            },
+        };
+        let ready = crate::deliver::limits::ready_at(chat_id, &recent, now);
+        if ready > now {
+            tx.commit().await?;
+            return Ok(Err(ready));
+        }
+        sqlx::query("INSERT INTO telegram_sends (chat_id, sent_at) VALUES ($1, $2)")
+            .bind(chat_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Telegram said to wait: no instance sends to `chat_id` before `until`.
+    pub async fn block_telegram_chat(
+        &self,
+        chat_id: i64,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO telegram_chats (chat_id, blocked_until) VALUES ($1, $2) \
+             ON CONFLICT (chat_id) DO UPDATE SET blocked_until = excluded.blocked_until",
+        )
+        .bind(chat_id)
+        .bind(until.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Verdicts taken so far, by verdict text, for tests and the unrouted count.
     pub async fn verdicts(&self) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(

@@ -1,7 +1,6 @@
 //! Telegram's sending limits, kept before Telegram has to enforce them: one message per second per
 //! chat, twenty per minute per group, thirty per second overall, and a chat's 429 `retry_after`.
-
-use std::collections::{HashMap, VecDeque};
+//! The sends they count are stored, so every instance of a cluster keeps the same limits.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -9,75 +8,44 @@ const PER_CHAT_GAP: Duration = Duration::seconds(1);
 const GROUP_PER_MINUTE: usize = 20;
 const GLOBAL_PER_SECOND: usize = 30;
 
-#[derive(Debug, Default)]
-struct Chat {
-    last: Option<DateTime<Utc>>,
-    minute: VecDeque<DateTime<Utc>>,
-    blocked_until: Option<DateTime<Utc>>,
+/// What has been sent lately, as the limits need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recent {
+    /// Sends to this chat in the last minute, oldest first.
+    pub chat: Vec<DateTime<Utc>>,
+    /// Sends to any chat in the last second, oldest first.
+    pub all: Vec<DateTime<Utc>>,
+    /// Telegram asked for no sends to this chat before then (429 `retry_after`).
+    pub blocked_until: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default)]
-pub struct TelegramLimits {
-    chats: HashMap<i64, Chat>,
-    global: VecDeque<DateTime<Utc>>,
-}
-
-impl TelegramLimits {
-    /// Takes a sending slot for `chat` at `now`, or says when one will be free.
-    pub fn try_acquire(&mut self, chat_id: i64, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
-        while self
-            .global
-            .front()
-            .is_some_and(|t| *t <= now - Duration::seconds(1))
-        {
-            self.global.pop_front();
-        }
-        let chat = self.chats.entry(chat_id).or_default();
-        while chat
-            .minute
-            .front()
-            .is_some_and(|t| *t <= now - Duration::minutes(1))
-        {
-            chat.minute.pop_front();
-        }
-        let mut ready = now;
-        if let Some(until) = chat.blocked_until {
-            ready = ready.max(until);
-        }
-        if let Some(last) = chat.last {
-            ready = ready.max(last + PER_CHAT_GAP);
-        }
-        // Negative ids are groups and channels, which have the per-minute limit too.
-        if chat_id < 0 && chat.minute.len() >= GROUP_PER_MINUTE {
-            ready =
-                ready.max(chat.minute[chat.minute.len() - GROUP_PER_MINUTE] + Duration::minutes(1));
-        }
-        if self.global.len() >= GLOBAL_PER_SECOND {
-            ready = ready
-                .max(self.global[self.global.len() - GLOBAL_PER_SECOND] + Duration::seconds(1));
-        }
-        if ready > now {
-            return Err(ready);
-        }
-        chat.last = Some(now);
-        chat.minute.push_back(now);
-        self.global.push_back(now);
-        Ok(())
+/// The first moment a message may go to `chat_id`; `now` or earlier means at once.
+pub fn ready_at(chat_id: i64, recent: &Recent, now: DateTime<Utc>) -> DateTime<Utc> {
+    let minute: Vec<&DateTime<Utc>> = recent
+        .chat
+        .iter()
+        .filter(|t| **t > now - Duration::minutes(1))
+        .collect();
+    let second: Vec<&DateTime<Utc>> = recent
+        .all
+        .iter()
+        .filter(|t| **t > now - Duration::seconds(1))
+        .collect();
+    let mut ready = now;
+    if let Some(until) = recent.blocked_until {
+        ready = ready.max(until);
     }
-
-    /// Telegram said to wait: nothing goes to `chat` before `until`.
-    pub fn block(&mut self, chat_id: i64, until: DateTime<Utc>) {
-        let chat = self.chats.entry(chat_id).or_default();
-        chat.blocked_until = Some(chat.blocked_until.map_or(until, |b| b.max(until)));
+    if let Some(last) = minute.last() {
+        ready = ready.max(**last + PER_CHAT_GAP);
     }
-
-    /// Forgets chats idle for over a minute, so memory follows the active chats only.
-    pub fn prune(&mut self, now: DateTime<Utc>) {
-        self.chats.retain(|_, c| {
-            c.last.is_some_and(|t| t > now - Duration::minutes(1))
-                || c.blocked_until.is_some_and(|t| t > now)
-        });
+    // Negative ids are groups and channels, which have the per-minute limit too.
+    if chat_id < 0 && minute.len() >= GROUP_PER_MINUTE {
+        ready = ready.max(*minute[minute.len() - GROUP_PER_MINUTE] + Duration::minutes(1));
     }
+    if second.len() >= GLOBAL_PER_SECOND {
+        ready = ready.max(*second[second.len() - GLOBAL_PER_SECOND] + Duration::seconds(1));
+    }
+    ready
 }
 
 #[cfg(test)]
@@ -89,49 +57,71 @@ mod tests {
         Utc.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap()
     }
 
+    /// Sends `attempts` in order, to `chat`, keeping the sends as the store would.
+    fn run(chat: i64, attempts: &[i64], recent: &mut Recent) -> Vec<Result<(), DateTime<Utc>>> {
+        attempts
+            .iter()
+            .map(|&ms| {
+                let now = t(ms);
+                let ready = ready_at(chat, recent, now);
+                if ready > now {
+                    return Err(ready);
+                }
+                recent.chat.push(now);
+                recent.all.push(now);
+                Ok(())
+            })
+            .collect()
+    }
+
     #[test]
     fn one_per_second_per_chat() {
-        let mut l = TelegramLimits::default();
-        assert_eq!(l.try_acquire(5, t(0)), Ok(()));
-        assert_eq!(l.try_acquire(5, t(500)), Err(t(1000)));
+        let mut recent = Recent::default();
         assert_eq!(
-            l.try_acquire(6, t(500)),
-            Ok(()),
+            run(5, &[0, 500, 1000], &mut recent),
+            [Ok(()), Err(t(1000)), Ok(())]
+        );
+        let other = Recent {
+            all: recent.all.clone(),
+            ..Recent::default()
+        };
+        assert_eq!(
+            ready_at(6, &other, t(1200)),
+            t(1200),
             "other chats are not held up"
         );
-        assert_eq!(l.try_acquire(5, t(1000)), Ok(()));
     }
 
     #[test]
     fn twenty_per_minute_per_group() {
-        let mut l = TelegramLimits::default();
-        for i in 0..20 {
-            assert_eq!(l.try_acquire(-100, t(i * 1000)), Ok(()), "{i}");
-        }
-        assert_eq!(l.try_acquire(-100, t(20_000)), Err(t(60_000)));
-        assert_eq!(l.try_acquire(-100, t(60_000)), Ok(()));
+        let mut recent = Recent::default();
+        let first: Vec<i64> = (0..20).map(|i| i * 1000).collect();
+        assert!(run(-100, &first, &mut recent).iter().all(Result::is_ok));
+        assert_eq!(ready_at(-100, &recent, t(20_000)), t(60_000));
+        assert_eq!(ready_at(-100, &recent, t(60_000)), t(60_000));
         // A private chat has no per-minute limit.
-        for i in 0..25 {
-            assert_eq!(l.try_acquire(7, t(100_000 + i * 1000)), Ok(()));
-        }
+        let mut private = Recent::default();
+        let sends: Vec<i64> = (0..25).map(|i| i * 1000).collect();
+        assert!(run(7, &sends, &mut private).iter().all(Result::is_ok));
     }
 
     #[test]
     fn thirty_per_second_overall() {
-        let mut l = TelegramLimits::default();
-        for chat in 0..30 {
-            assert_eq!(l.try_acquire(chat, t(0)), Ok(()));
-        }
-        assert_eq!(l.try_acquire(99, t(10)), Err(t(1000)));
+        let recent = Recent {
+            all: vec![t(0); 30],
+            ..Recent::default()
+        };
+        assert_eq!(ready_at(99, &recent, t(10)), t(1000));
+        assert_eq!(ready_at(99, &recent, t(1000)), t(1000));
     }
 
     #[test]
     fn retry_after_blocks_the_chat() {
-        let mut l = TelegramLimits::default();
-        l.block(5, t(7000));
-        assert_eq!(l.try_acquire(5, t(0)), Err(t(7000)));
-        assert_eq!(l.try_acquire(5, t(7000)), Ok(()));
-        l.prune(t(200_000));
-        assert!(l.chats.is_empty());
+        let recent = Recent {
+            blocked_until: Some(t(7000)),
+            ..Recent::default()
+        };
+        assert_eq!(ready_at(5, &recent, t(0)), t(7000));
+        assert_eq!(ready_at(5, &recent, t(7000)), t(7000));
     }
 }

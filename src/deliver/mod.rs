@@ -11,7 +11,6 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use crate::render::{CallView, Templates};
 use crate::route::TemplateNames;
@@ -58,12 +57,7 @@ pub struct Deliverer {
     templates: Arc<Templates>,
     telegram: Option<telegram::Telegram>,
     mailer: Option<email::Mailer>,
-    limits: SharedLimits,
 }
-
-/// Telegram's limits as used so far; shared by every config generation, so a reload cannot
-/// reset them into a burst.
-pub type SharedLimits = Arc<Mutex<limits::TelegramLimits>>;
 
 impl Deliverer {
     pub fn new(
@@ -71,14 +65,12 @@ impl Deliverer {
         templates: Arc<Templates>,
         telegram: Option<telegram::Telegram>,
         mailer: Option<email::Mailer>,
-        limits: SharedLimits,
     ) -> Deliverer {
         Deliverer {
             store,
             templates,
             telegram,
             mailer,
-            limits,
         }
     }
 
@@ -103,7 +95,6 @@ impl Deliverer {
                 }
             })
             .await;
-        self.limits.lock().await.prune(now);
         Ok(count)
     }
 
@@ -193,7 +184,7 @@ impl Deliverer {
         };
         for (index, part) in parts.iter().enumerate() {
             let rest = part.calls.start..batch.len();
-            if let Err(ready_at) = self.limits.lock().await.try_acquire(chat_id, now) {
+            if let Err(ready_at) = self.store.take_telegram_slot(chat_id, now).await? {
                 return self.store.release(&ids(rest), ready_at).await;
             }
             let mut result = telegram.send(target, &part.text, part.html).await;
@@ -220,7 +211,7 @@ impl Deliverer {
                 }
                 Err(DeliveryError::RetryAfter(wait)) => {
                     let until = now + Duration::from_std(wait).unwrap_or(Duration::seconds(30));
-                    self.limits.lock().await.block(chat_id, until);
+                    self.store.block_telegram_chat(chat_id, until).await?;
                     tracing::warn!(
                         chat_id,
                         retry_after_seconds = wait.as_secs(),

@@ -30,9 +30,19 @@ async fn two_instances_behave_like_one_that_never_restarts() {
         .await;
     assert_eq!(resend.body["status"], "duplicate");
 
-    // Both decide at once: each call is decided once.
+    // Both decide at once (each call is decided once), and both send to the same chat at once for
+    // a few seconds: Telegram's limits hold for the bot, not per instance.
     one.clock.advance(chrono::Duration::seconds(3));
-    tokio::join!(one.run_pipeline(), two.run_pipeline());
+    for _ in 0..3 {
+        tokio::join!(one.run_pipeline(), two.run_pipeline());
+        one.clock.advance(chrono::Duration::seconds(1));
+    }
+    assert_eq!(
+        w.telegram.sent_to(FRONT_DESK).len(),
+        3,
+        "one message a second to the chat"
+    );
+    assert_eq!(w.telegram.limit_violations(), 0);
     // Instance one claims the next messages (as they come due) and dies before sending them.
     let soon = one.clock.now() + chrono::Duration::seconds(10);
     let claimed = one
@@ -75,4 +85,31 @@ async fn two_instances_behave_like_one_that_never_restarts() {
     two.clock.advance(tuesday_nine - two.clock.now());
     tokio::join!(two.run_pipeline(), three.run_pipeline());
     assert_eq!(w.smtp.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn instances_share_telegrams_limits() {
+    let w = world(DIGEST).await;
+    let one = w.app;
+    let two = one.sibling().await;
+    one.post_json(Provider::Telecmi, &call("l-1", "missed", 919810000001))
+        .await;
+    one.clock.advance(chrono::Duration::milliseconds(500));
+    two.post_json(Provider::Telecmi, &call("l-2", "missed", 919810000002))
+        .await;
+
+    // Instance one decides and sends the first call; half a second later instance two decides the
+    // second for the same chat, and must wait for the chat's second to pass.
+    one.clock.advance(chrono::Duration::milliseconds(2500));
+    one.run_pipeline().await;
+    one.clock.advance(chrono::Duration::milliseconds(500));
+    two.run_pipeline().await;
+    assert_eq!(w.telegram.sent_to(FRONT_DESK).len(), 1);
+    one.clock.advance(chrono::Duration::milliseconds(500));
+    two.run_pipeline().await;
+
+    let sent = w.telegram.sent_to(FRONT_DESK);
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1].at - sent[0].at >= chrono::Duration::seconds(1));
+    assert_eq!(w.telegram.limit_violations(), 0);
 }
