@@ -31,8 +31,4 @@ impl Clock {
             *at.lock().expect("the clock lock is never poisoned") += by;
         }
     }
-
-    pub fn is_manual(&self) -> bool {
-        matches!(self, Clock::Manual(_))
-    }
 }

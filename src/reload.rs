@@ -65,10 +65,6 @@ impl Live {
         self.current.load_full()
     }
 
-    pub fn source(&self) -> Option<&ConfigSource> {
-        self.source.as_ref()
-    }
-
     /// Loads, checks and swaps in the config file; on any problem the running config stays.
     pub async fn reload(&self, trigger: &str) -> Result<(), String> {
         let _one_at_a_time = self.reloading.lock().await;
@@ -196,11 +192,6 @@ impl Live {
             }
         });
         Some(watcher)
-    }
-
-    /// Wakes the workers (after a record that asks for a decision was stored).
-    pub fn wake(&self) -> Arc<Notify> {
-        self.wake.clone()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Renders alerts from the user-editable minijinja templates in `templates/`, escaped for each
 //! channel (Telegram HTML, email HTML, plain text), and splits Telegram messages between calls.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -198,7 +198,6 @@ pub struct Email {
 /// The templates of one folder; `.html` templates are HTML-escaped, `.txt` ones are not.
 pub struct Templates {
     env: minijinja::Environment<'static>,
-    dir: PathBuf,
 }
 
 impl Templates {
@@ -206,19 +205,12 @@ impl Templates {
         let mut env = minijinja::Environment::new();
         env.set_loader(minijinja::path_loader(dir));
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        let templates = Templates {
-            env,
-            dir: dir.to_owned(),
-        };
+        let templates = Templates { env };
         // Every default template must exist and render, so a broken edit is caught at start.
         let sample = [sample_call()];
         templates.telegram(DEFAULT_TELEGRAM, &sample)?;
         templates.email(&TemplateNames::default(), &sample)?;
         Ok(templates)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn render(&self, name: &str, calls: &[CallView]) -> Result<String, RenderError> {
