@@ -1,5 +1,5 @@
-//! For whoever runs the phone system: `check-config` proves a config before it goes live, and
-//! `route-test` shows what ringback would do with a real payload, storing and sending nothing.
+//! For whoever runs the phone system: `check-config` proves a config before it goes live,
+//! `route-test` shows what ringback would do with a real payload, and `export` writes the records.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,7 +11,7 @@ use crate::config::{self, Config};
 use crate::digest::report;
 use crate::dispatch::why_route_does_not_alert;
 use crate::domain::{CallRecord, PhoneNumber, Provider};
-use crate::normalize::{self, Inbound, ParseContext};
+use crate::normalize::{self, Inbound};
 use crate::render::{self, CallView, Templates, ViewInput};
 use crate::route;
 
@@ -140,16 +140,7 @@ pub fn route_test(
         query: &pairs,
         body: &payload.body,
     };
-    let ctx = config
-        .provider(provider)
-        .map(|p| p.parse)
-        .unwrap_or_else(|| ParseContext {
-            region: match provider {
-                Provider::Callr => "FR".parse().expect("a region"),
-                _ => Default::default(),
-            },
-            ..ParseContext::default()
-        });
+    let ctx = config.parse_context(provider);
     let record = normalize::parse(provider, &inbound, &ctx).map_err(|e| {
         format!(
             "ringback would refuse this payload ({}): {e}",

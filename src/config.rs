@@ -284,10 +284,10 @@ impl Config {
     /// The settings of `provider`, or `None` when it is absent or has no token (then disabled).
     pub fn provider(&self, provider: Provider) -> Option<ProviderSettings> {
         let p = &self.providers;
-        let (token, allow_from, region, timezone, hmac) = match provider {
+        let (token, allow_from, hmac) = match provider {
             Provider::Telecmi => {
                 let c = p.telecmi.as_ref()?;
-                (&c.token, &c.allow_from, c.default_region, kolkata(), None)
+                (&c.token, &c.allow_from, None)
             }
             Provider::Callr => {
                 let c = p.callr.as_ref()?;
@@ -296,20 +296,41 @@ impl Config {
                     .clone()
                     .filter(|s| !s.expose().is_empty())
                     .map(|s| (s, c.hmac_algorithm));
-                (&c.token, &c.allow_from, c.default_region, kolkata(), hmac)
+                (&c.token, &c.allow_from, hmac)
             }
             Provider::Callerdesk => {
                 let c = p.callerdesk.as_ref()?;
-                (&c.token, &c.allow_from, c.default_region, c.timezone, None)
+                (&c.token, &c.allow_from, None)
             }
         };
         let token = token.clone().filter(|t| !t.expose().is_empty())?;
         Some(ProviderSettings {
             token,
             allow_from: allow_from.clone(),
-            parse: ParseContext { region, timezone },
+            parse: self.parse_context(provider),
             hmac,
         })
+    }
+
+    /// How `provider`'s payloads are read (number region, local time zone), whether or not it is
+    /// enabled: routing and digests read stored records of any provider the same way.
+    pub fn parse_context(&self, provider: Provider) -> ParseContext {
+        let p = &self.providers;
+        let (region, timezone) = match provider {
+            Provider::Telecmi => (
+                p.telecmi.as_ref().map_or_else(india, |c| c.default_region),
+                kolkata(),
+            ),
+            Provider::Callr => (
+                p.callr.as_ref().map_or_else(france, |c| c.default_region),
+                kolkata(),
+            ),
+            Provider::Callerdesk => p
+                .callerdesk
+                .as_ref()
+                .map_or_else(|| (india(), kolkata()), |c| (c.default_region, c.timezone)),
+        };
+        ParseContext { region, timezone }
     }
 
     /// Providers listed in the file whose token is empty: their endpoint answers 404.

@@ -117,10 +117,7 @@ impl Dispatcher {
     }
 
     fn region(&self, record: &CallRecord) -> Region {
-        self.config
-            .provider(record.provider)
-            .map(|p| p.parse.region)
-            .unwrap_or_default()
+        self.config.parse_context(record.provider).region
     }
 
     async fn alerts_for_call(

@@ -223,11 +223,7 @@ impl Digester {
         let Some(names) = &digest.routes else {
             return true;
         };
-        let region = self
-            .config
-            .provider(call.record.provider)
-            .map(|p| p.parse.region)
-            .unwrap_or_default();
+        let region = self.config.parse_context(call.record.provider).region;
         route::matching(
             &self.config.routes,
             &call.record,
