@@ -137,10 +137,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -354,7 +350,6 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub id: i64,
-    pub alert_id: i64,
     pub channel: String,
     pub destination: String,
     pub options: String,
@@ -587,7 +582,7 @@ impl Store {
         }
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT o.id, o.alert_id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
+            "SELECT o.id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
              o.attempts, o.deadline, a.context, a.route, a.receiver, d.name AS digest_name, d.subject, \
              d.text_body, d.html_body, r.received_at AS record_received_at FROM outbox o \
              LEFT JOIN alerts a ON a.id = o.alert_id LEFT JOIN call_records r ON r.id = a.record_id \
@@ -614,7 +609,6 @@ impl Store {
                 let receiver: Option<String> = row.try_get("receiver")?;
                 Ok(OutboxItem {
                     id: row.try_get("id")?,
-                    alert_id: row.try_get::<Option<i64>, _>("alert_id")?.unwrap_or(0),
                     channel: row.try_get("channel")?,
                     destination: row.try_get("destination")?,
                     options: row.try_get("options")?,

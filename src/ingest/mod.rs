@@ -32,7 +32,7 @@ const SECRET_HEADERS: [&str; 4] = [
 
 /// What the webhook handler needs, built once from the config.
 pub struct IngestState {
-    pub store: Store,
+    store: Store,
     providers: HashMap<Provider, ProviderSettings>,
     body_limit: usize,
     trust_forwarded_for: bool,
@@ -207,18 +207,14 @@ async fn handle(state: &IngestState, name: String, request: Request) -> Response
         received_at,
     };
 
-    let outcome = accept(
-        state,
-        &name,
-        &parts.method,
-        &parts.headers,
-        peer,
-        body,
-        query_token.as_deref(),
-        &payload_pairs,
-        &mut raw,
-    )
-    .await;
+    let arrival = Arrival {
+        method: &parts.method,
+        headers: &parts.headers,
+        source,
+        token: query_token.as_deref(),
+        payload_pairs: &payload_pairs,
+    };
+    let outcome = accept(state, &name, &arrival, body, &mut raw).await;
     match outcome {
         Ok((record, ingested)) => stored_response(&record, ingested),
         Err(refusal) => {
@@ -242,19 +238,33 @@ async fn handle(state: &IngestState, name: String, request: Request) -> Response
     }
 }
 
+/// What is known of a request before its body is read.
+struct Arrival<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    /// The client address (the peer, or the proxy's `X-Forwarded-For` when trusted).
+    source: Option<std::net::IpAddr>,
+    /// ringback's own `token` from the query string.
+    token: Option<&'a str>,
+    /// The rest of the query string: the payload of GET webhooks.
+    payload_pairs: &'a [(String, String)],
+}
+
 /// Everything between receiving a request and its record being on disk.
-#[allow(clippy::too_many_arguments)]
 async fn accept(
     state: &IngestState,
     name: &str,
-    method: &Method,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
+    arrival: &Arrival<'_>,
     body: Body,
-    query_token: Option<&str>,
-    payload_pairs: &[(String, String)],
     raw: &mut RawRequest,
 ) -> Result<(CallRecord, Ingested), Refusal> {
+    let Arrival {
+        method,
+        headers,
+        source,
+        token: query_token,
+        payload_pairs,
+    } = *arrival;
     let provider: Provider = name.parse().map_err(|_| {
         Refusal::new(
             StatusCode::NOT_FOUND,
@@ -292,14 +302,13 @@ async fn accept(
             ),
         ));
     }
-    let ip = auth::client_ip(peer, headers, state.trust_forwarded_for);
-    if !auth::allowed(&settings.allow_from, ip) {
+    if !auth::allowed(&settings.allow_from, source) {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "source_not_allowed",
             format!(
                 "{} is not in providers.{provider}.allow_from",
-                ip.map_or("an unknown address".to_owned(), |ip| ip.to_string())
+                source.map_or("an unknown address".to_owned(), |ip| ip.to_string())
             ),
         ));
     }
@@ -331,7 +340,7 @@ async fn accept(
     }
 
     let inbound = Inbound {
-        is_get: method == Method::GET,
+        is_get: *method == Method::GET,
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
