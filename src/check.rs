@@ -273,7 +273,11 @@ fn render_for(
         route: route.name(),
         receiver: receiver_name,
         timezone: route.timezone.unwrap_or(config.alerts.timezone),
-        missed_24h: 1,
+        missed_recent: 1,
+        missed_window: chrono::Duration::minutes(
+            i64::try_from(config.alerts.repeat_window_minutes).unwrap_or(120),
+        ),
+        escalated: false,
     });
     let Some(receiver) = config.receivers.get(receiver_name) else {
         return;

@@ -85,6 +85,19 @@ impl Verdict {
     }
 }
 
+/// The customer numbers an answered call reached: the caller of an inbound call, the number
+/// dialled by an outbound one. Their open missed-call alerts are resolved by it.
+pub fn reached_numbers(record: &CallRecord) -> Vec<String> {
+    let number = match record.direction {
+        crate::domain::Direction::Outbound => &record.called,
+        _ => &record.caller,
+    };
+    number
+        .iter()
+        .map(|p| p.e164.clone().unwrap_or_else(|| p.raw.clone()))
+        .collect()
+}
+
 /// Reads a call's records (any order, resends already merged) into one verdict.
 pub fn classify_call(records: &[StoredRecord]) -> Verdict {
     let call_level = || {

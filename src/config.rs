@@ -72,6 +72,11 @@ pub struct TelegramConfig {
     pub api_url: url::Url,
     /// Seconds before a Bot API request is abandoned (and retried later).
     pub timeout_seconds: u64,
+    /// Receive the bot's updates by webhook at this public HTTPS URL (it must reach ringback's
+    /// `/telegram/updates`); unset: long polling.
+    pub webhook_url: Option<url::Url>,
+    /// The secret Telegram sends with each webhook update; derived from the bot token when unset.
+    pub webhook_secret: Option<Secret>,
 }
 
 impl Default for TelegramConfig {
@@ -81,6 +86,8 @@ impl Default for TelegramConfig {
             token_file: None,
             api_url: url::Url::parse("https://api.telegram.org").expect("a valid URL"),
             timeout_seconds: 30,
+            webhook_url: None,
+            webhook_secret: None,
         }
     }
 }
@@ -122,6 +129,15 @@ pub struct AlertsConfig {
     pub retry_deadline_hours: u64,
     /// Warn when TeleCMI sends agent-ring records but no call-level record for this long.
     pub call_records_missing_after_minutes: u64,
+    /// Missed calls from one number inside this window make it a repeat caller ("3rd missed
+    /// call from this number in 2 h"), and count towards a route's escalation.
+    pub repeat_window_minutes: u64,
+}
+
+impl AlertsConfig {
+    pub fn repeat_window(&self) -> chrono::Duration {
+        chrono::Duration::minutes(i64::try_from(self.repeat_window_minutes).unwrap_or(120))
+    }
 }
 
 impl Default for AlertsConfig {
@@ -135,6 +151,7 @@ impl Default for AlertsConfig {
             timezone: chrono_tz::Asia::Kolkata,
             retry_deadline_hours: 24,
             call_records_missing_after_minutes: 30,
+            repeat_window_minutes: 120,
         }
     }
 }
@@ -915,6 +932,17 @@ fn check_references(
             ));
         }
         known(&route.receiver, problems);
+        if let Some(escalate) = &route.escalate {
+            known(&escalate.receiver, problems);
+            if escalate.after < 2 {
+                problems.push(at(
+                    escalate.receiver.span(),
+                    "escalate.after must be 2 or more (the count of missed calls from one number \
+                     that escalates)"
+                        .into(),
+                ));
+            }
+        }
         if let Some(agent_rings) = &route.agent_rings {
             known(agent_rings, problems);
         }

@@ -12,7 +12,9 @@ use crate::domain::{CallRecord, Direction, Outcome};
 use crate::normalize::Region;
 use crate::render::{self, CallView, ViewInput};
 use crate::route::{self, Route};
-use crate::store::{DueDecision, NewAlert, NewMessage, Store, StoreError, StoredRecord};
+use crate::store::{
+    DueDecision, NewAlert, NewMessage, Resolution, Store, StoreError, StoredRecord,
+};
 
 /// Why a route that matched a call does not alert for it, if it does not.
 pub fn why_route_does_not_alert(
@@ -51,6 +53,18 @@ pub struct Dispatcher {
 struct Decision {
     verdict: String,
     alerts: Vec<NewAlert>,
+    /// An answered call settles the open alerts of the number it reached.
+    resolution: Option<Resolution>,
+}
+
+impl Decision {
+    fn quiet(verdict: String) -> Decision {
+        Decision {
+            verdict,
+            alerts: Vec::new(),
+            resolution: None,
+        }
+    }
 }
 
 impl Dispatcher {
@@ -64,12 +78,23 @@ impl Dispatcher {
         let mut taken = 0;
         for d in &due {
             let decision = self.decide(d, now).await?;
-            if self
+            if let Some(resolved) = self
                 .store
-                .commit_decision(d.id, now, &decision.verdict, &decision.alerts)
+                .commit_decision(
+                    d.id,
+                    now,
+                    &decision.verdict,
+                    &decision.alerts,
+                    decision.resolution.as_ref(),
+                )
                 .await?
             {
                 taken += 1;
+                if resolved > 0 {
+                    metrics::counter!("ringback_alerts_resolved_total").increment(resolved as u64);
+                    tracing::info!(provider = %d.provider, call = %d.subject, resolved,
+                        "an answered call reached a caller with open missed-call alerts");
+                }
                 let kind = if !decision.alerts.is_empty() {
                     "alert"
                 } else if decision.verdict.ends_with("unrouted") {
@@ -100,18 +125,29 @@ impl Dispatcher {
                     Verdict::NotAnswered { record, rang } => {
                         self.alerts_for_call(d, &record, rang, now).await
                     }
-                    other => Ok(Decision {
-                        verdict: other.describe(),
-                        alerts: Vec::new(),
-                    }),
+                    answered @ Verdict::Answered { .. } => {
+                        let mut decision = Decision::quiet(answered.describe());
+                        decision.resolution = records
+                            .iter()
+                            .find(|r| {
+                                r.record.leg == crate::domain::Leg::Call
+                                    && r.record.outcome == Outcome::Answered
+                            })
+                            .map(|r| Resolution {
+                                numbers: classify::reached_numbers(&r.record),
+                                agent: r.record.agent.clone(),
+                                at: r.record.occurred_at().unwrap_or(r.received_at),
+                                record_received_at: r.received_at,
+                            })
+                            .filter(|r| !r.numbers.is_empty());
+                        Ok(decision)
+                    }
+                    other => Ok(Decision::quiet(other.describe())),
                 }
             }
             DecisionKind::AgentRing => match self.store.record(d.record_id).await? {
                 Some(record) => self.alerts_for_ring(d, &record, now).await,
-                None => Ok(Decision {
-                    verdict: "the ring's record is gone".into(),
-                    alerts: Vec::new(),
-                }),
+                None => Ok(Decision::quiet("the ring's record is gone".into())),
             },
         }
     }
@@ -135,12 +171,10 @@ impl Dispatcher {
             tracing::warn!(provider = %d.provider, call = %d.subject, group = ?record.group,
                 called = ?record.called.as_ref().map(|c| &c.raw),
                 "a missed call matched no route and there is no default route: nobody is alerted");
-            return Ok(Decision {
-                verdict: format!("{}: unrouted", record.outcome),
-                alerts: Vec::new(),
-            });
+            return Ok(Decision::quiet(format!("{}: unrouted", record.outcome)));
         }
-        let missed_24h = self.missed_from_caller(record, now).await?;
+        let window = self.config.alerts.repeat_window();
+        let missed_recent = self.missed_from_caller(record, now - window).await?;
         let mut alerts = Vec::new();
         let mut notes = Vec::new();
         for m in matched {
@@ -150,32 +184,56 @@ impl Dispatcher {
                 continue;
             }
             notes.push(format!("{}: alert", route.name()));
-            let view = CallView::new(ViewInput {
-                kind: "missed_call",
-                record,
-                at,
-                agents_rang: rang.clone(),
-                route: route.name(),
-                receiver: route.receiver.get_ref(),
-                timezone: route.timezone.unwrap_or(tz),
-                missed_24h,
-            });
+            let view = |receiver: &str, missed_recent: i64, window: Duration, escalated: bool| {
+                CallView::new(ViewInput {
+                    kind: "missed_call",
+                    record,
+                    at,
+                    agents_rang: rang.clone(),
+                    route: route.name(),
+                    receiver,
+                    timezone: route.timezone.unwrap_or(tz),
+                    missed_recent,
+                    missed_window: window,
+                    escalated,
+                })
+            };
+            let receiver = route.receiver.get_ref();
+            let first = view(receiver, missed_recent, window, false);
             alerts.push(
-                self.alert(
-                    d,
-                    stored.id,
-                    route,
-                    route.receiver.get_ref(),
-                    "missed_call",
-                    &view,
-                    now,
-                )
-                .await?,
+                self.alert(d, stored.id, route, receiver, "missed_call", &first, now)
+                    .await?,
             );
+            if let Some(escalate) = &route.escalate
+                && escalate.receiver.get_ref() != receiver
+            {
+                let within = escalate.within_minutes.map_or(window, |m| {
+                    Duration::minutes(i64::try_from(m).unwrap_or(i64::MAX / 120_000))
+                });
+                let count = if within == window {
+                    missed_recent
+                } else {
+                    self.missed_from_caller(record, now - within).await?
+                };
+                if count >= i64::from(escalate.after) {
+                    notes.push(format!(
+                        "{}: escalated to {} ({count} missed calls)",
+                        route.name(),
+                        escalate.receiver.get_ref()
+                    ));
+                    let receiver = escalate.receiver.get_ref();
+                    let view = view(receiver, count, within, true);
+                    alerts.push(
+                        self.alert(d, stored.id, route, receiver, "missed_call", &view, now)
+                            .await?,
+                    );
+                }
+            }
         }
         Ok(Decision {
             verdict: format!("{} ({})", record.outcome, notes.join("; ")),
             alerts,
+            resolution: None,
         })
     }
 
@@ -201,7 +259,9 @@ impl Dispatcher {
                 route: m.route.name(),
                 receiver: receiver.get_ref(),
                 timezone: m.route.timezone.unwrap_or(tz),
-                missed_24h: 0,
+                missed_recent: 0,
+                missed_window: self.config.alerts.repeat_window(),
+                escalated: false,
             });
             alerts.push(
                 self.alert(
@@ -223,13 +283,15 @@ impl Dispatcher {
                 "agent ring: alert".into()
             },
             alerts,
+            resolution: None,
         })
     }
 
+    /// Missed calls from the record's caller stored since `since`, this one included.
     async fn missed_from_caller(
         &self,
         record: &CallRecord,
-        now: DateTime<Utc>,
+        since: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let Some(caller) = &record.caller else {
             return Ok(0);
@@ -239,9 +301,7 @@ impl Dispatcher {
             .into_iter()
             .filter(|o| !matches!(o, Outcome::Answered | Outcome::NotACallResult))
             .collect();
-        self.store
-            .count_calls_from(key, &alerting, now - Duration::hours(24))
-            .await
+        self.store.count_calls_from(key, &alerting, since).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -320,6 +380,7 @@ impl Dispatcher {
             receiver: receiver_name.to_owned(),
             kind: kind.to_owned(),
             context: serde_json::to_string(view).expect("a call view serializes"),
+            number: view.caller_e164.clone().or_else(|| view.caller.clone()),
             messages,
         })
     }

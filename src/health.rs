@@ -32,9 +32,26 @@ async fn readyz(State(health): State<Health>) -> Response {
             let mut body = json!({ "status": "ready", "checks": { "database": "ok" } });
             // Ready, but set up wrongly: said in the details, not as a failure that would take
             // the instance out of a load balancer.
+            let mut warnings = Vec::new();
             if let Ok(Some(warning)) = health.current().pipeline.missing_call_records().await {
                 body["checks"]["telecmi_call_records"] = json!("missing");
-                body["warnings"] = json!([warning]);
+                warnings.push(warning);
+            }
+            if let Ok(problems) = health.store.chat_problems().await {
+                body["checks"]["telegram_chats"] = json!(if problems.is_empty() {
+                    "ok"
+                } else {
+                    "problems"
+                });
+                for p in problems {
+                    warnings.push(format!(
+                        "Telegram chat {}: {}; to fix: {}",
+                        p.chat_id, p.problem, p.fix
+                    ));
+                }
+            }
+            if !warnings.is_empty() {
+                body["warnings"] = json!(warnings);
             }
             Json(body).into_response()
         }
@@ -64,6 +81,17 @@ async fn metrics_page(State(health): State<Health>) -> Response {
                 / 1000.0
         });
         metrics::gauge!("ringback_outbox_oldest_pending_seconds").set(age);
+    }
+    if let Ok(problems) = health.store.chat_problems().await {
+        metrics::gauge!("ringback_telegram_chats_with_problems").set(problems.len() as f64);
+    }
+    if let Ok(holder) = health
+        .store
+        .lease_holder(crate::bot::POLLING_LEASE, health.current().pipeline.now())
+        .await
+    {
+        let leading = holder.as_deref() == Some(health.instance());
+        metrics::gauge!("ringback_telegram_polling_leader").set(f64::from(u8::from(leading)));
     }
     (
         [(

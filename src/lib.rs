@@ -3,6 +3,7 @@
 //! The pipeline, in the order a call record travels it: [`ingest`] (webhook endpoints) →
 //! [`normalize`] (provider payload → [`domain::CallRecord`]) → [`store`] (durable storage).
 
+pub mod bot;
 pub mod check;
 pub mod classify;
 pub mod cli;

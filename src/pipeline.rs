@@ -89,14 +89,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// When the next decision or message comes due.
+    /// When the next decision, message or message edit comes due.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let decision = self.store.next_decision_at().await?;
         let message = self.store.next_message_at().await?;
-        Ok(match (decision, message) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let edit = self.store.next_edit_at().await?;
+        Ok([decision, message, edit].into_iter().flatten().min())
     }
 
     /// A warning when TeleCMI sends agents' rings but no call-level records: without the

@@ -29,6 +29,8 @@ pub struct Generation {
     pub config: Arc<Config>,
     pub ingest: Arc<IngestState>,
     pub pipeline: Arc<Pipeline>,
+    /// The Telegram bot's update handler; `None` without a bot token.
+    pub bot: Option<Arc<crate::bot::Handler>>,
 }
 
 /// The running service's current generation, and what is shared by all of them.
@@ -40,6 +42,8 @@ pub struct Live {
     wake: Arc<Notify>,
     current: ArcSwap<Generation>,
     reloading: tokio::sync::Mutex<()>,
+    /// This process among the instances sharing the database, for leases.
+    instance: String,
 }
 
 impl Live {
@@ -58,7 +62,80 @@ impl Live {
             wake,
             current: ArcSwap::from_pointee(first),
             reloading: tokio::sync::Mutex::new(()),
+            instance: format!(
+                "{}-{}-{:08x}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "ringback".into()),
+                std::process::id(),
+                fastrand::u32(..)
+            ),
         })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// One round of the bot's update consumer: set-up if needed, then one poll (`timeout`
+    /// seconds of long polling) if this instance holds the polling lease. Tests call it with 0.
+    pub async fn poll_bot(&self, timeout: u32) -> Result<crate::bot::Polled, String> {
+        let Some(bot) = self.current().bot.clone() else {
+            return Err("telegram.token is not set: there is no bot".into());
+        };
+        bot.set_up()
+            .await
+            .map_err(|e| format!("cannot set the bot up: {e:?}"))?;
+        if *bot.mode() != crate::bot::Mode::Polling {
+            return Ok(crate::bot::Polled::Handled(0));
+        }
+        let polled = bot
+            .poll(&self.instance, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        if polled != crate::bot::Polled::NotLeader {
+            self.wake.notify_one();
+        }
+        Ok(polled)
+    }
+
+    /// Reads the bot's updates until `stop` turns true; gives the polling lease up on the way out
+    /// so another instance takes over at once.
+    pub async fn run_bot(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        const LONG_POLL_SECONDS: u32 = 25;
+        const PAUSE: StdDuration = StdDuration::from_secs(5);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let polling = self
+                .current()
+                .bot
+                .as_ref()
+                .is_some_and(|b| *b.mode() == crate::bot::Mode::Polling);
+            let pause = tokio::select! {
+                result = self.poll_bot(LONG_POLL_SECONDS) => match result {
+                    Ok(crate::bot::Polled::Handled(_)) if polling => None,
+                    Ok(_) => Some(PAUSE),
+                    Err(problem) => {
+                        tracing::warn!(%problem, "the Telegram bot cannot read its updates; retrying");
+                        Some(PAUSE)
+                    }
+                },
+                _ = stop.changed() => None,
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {},
+                    _ = stop.changed() => {},
+                }
+            }
+        }
+        if let Err(e) = self
+            .store
+            .release_lease(crate::bot::POLLING_LEASE, &self.instance)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot give up the Telegram polling lease; it runs out by itself");
+        }
     }
 
     pub fn current(&self) -> Arc<Generation> {
@@ -213,9 +290,12 @@ fn build(
         clock.clone(),
         wake.clone(),
     ));
+    let bot = crate::bot::Handler::new(config.clone(), store.clone(), clock.clone(), wake.clone())
+        .map(Arc::new);
     Ok(Generation {
         config,
         ingest,
         pipeline,
+        bot,
     })
 }

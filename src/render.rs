@@ -60,10 +60,43 @@ pub struct CallView {
     pub talk_seconds: Option<i64>,
     pub hangup: Option<String>,
     pub recording: Option<String>,
-    /// Missed calls from this number in the last 24 hours, this one included.
-    pub missed_24h: i64,
-    /// `3rd`, when `missed_24h` is 2 or more.
+    /// Missed calls from this number within `missed_window`, this one included.
+    #[serde(alias = "missed_24h")]
+    pub missed_recent: i64,
+    /// `2 h`: the repeat-caller window (`[alerts] repeat_window_minutes`).
+    #[serde(default = "day")]
+    pub missed_window: String,
+    /// `3rd`, when `missed_recent` is 2 or more.
     pub missed_ordinal: Option<String>,
+    /// Sent to a route's escalation receiver: the number reached the route's repeat threshold.
+    #[serde(default)]
+    pub escalated: bool,
+    /// `open`, `claimed`, `called_back` or `reached`: where the alert stands when shown.
+    #[serde(default = "open")]
+    pub status: String,
+    /// Who pressed "I'll call back", and when (`14:32`, the route's time zone).
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub claimed_at: Option<String>,
+    /// Who pressed "Called back ✓", and when.
+    #[serde(default)]
+    pub handled_by: Option<String>,
+    #[serde(default)]
+    pub handled_at: Option<String>,
+    /// The agent of a later answered call with this number, and when it happened.
+    #[serde(default)]
+    pub reached_by: Option<String>,
+    #[serde(default)]
+    pub reached_at: Option<String>,
+}
+
+fn day() -> String {
+    "24 h".into()
+}
+
+fn open() -> String {
+    "open".into()
 }
 
 pub struct ViewInput<'a> {
@@ -74,7 +107,9 @@ pub struct ViewInput<'a> {
     pub route: &'a str,
     pub receiver: &'a str,
     pub timezone: chrono_tz::Tz,
-    pub missed_24h: i64,
+    pub missed_recent: i64,
+    pub missed_window: chrono::Duration,
+    pub escalated: bool,
 }
 
 impl CallView {
@@ -123,9 +158,59 @@ impl CallView {
             talk_seconds: r.talk_seconds,
             hangup: r.hangup.clone(),
             recording: r.recording.clone(),
-            missed_24h: input.missed_24h,
-            missed_ordinal: (input.missed_24h >= 2).then(|| ordinal(input.missed_24h)),
+            missed_recent: input.missed_recent,
+            missed_window: window_text(input.missed_window),
+            missed_ordinal: (input.missed_recent >= 2).then(|| ordinal(input.missed_recent)),
+            escalated: input.escalated,
+            status: open(),
+            claimed_by: None,
+            claimed_at: None,
+            handled_by: None,
+            handled_at: None,
+            reached_by: None,
+            reached_at: None,
         }
+    }
+
+    /// The view as it stands now: who claimed or called back, and whether the caller was reached.
+    pub fn with_handling(mut self, handling: &crate::store::Handling) -> CallView {
+        let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let local =
+            |t: &Option<DateTime<Utc>>| t.map(|t| t.with_timezone(&tz).format("%H:%M").to_string());
+        self.claimed_by = handling.claimed_by.clone();
+        self.claimed_at = local(&handling.claimed_at);
+        self.handled_by = handling.handled_by.clone();
+        self.handled_at = local(&handling.handled_at);
+        self.reached_by = handling.reached_by.clone();
+        self.reached_at = local(&handling.reached_at);
+        self.status = if handling.reached_at.is_some() {
+            "reached"
+        } else if handling.handled_at.is_some() {
+            "called_back"
+        } else if handling.claimed_at.is_some() {
+            "claimed"
+        } else {
+            "open"
+        }
+        .to_owned();
+        self
+    }
+}
+
+/// `2 h`, `90 min`, `1 day`: a window's length in words.
+pub fn window_text(window: chrono::Duration) -> String {
+    let minutes = window.num_minutes();
+    match minutes {
+        m if m % 1440 == 0 && m >= 1440 => {
+            let days = m / 1440;
+            if days == 1 {
+                "24 h".into()
+            } else {
+                format!("{days} days")
+            }
+        }
+        m if m % 60 == 0 && m >= 60 => format!("{} h", m / 60),
+        m => format!("{m} min"),
     }
 }
 
@@ -324,6 +409,14 @@ pub fn telegram_length(html: &str) -> usize {
 }
 
 /// Drops tags and decodes entities, as Telegram's HTML parse mode does.
+/// Escapes text for Telegram's HTML parse mode (and HTML email bodies).
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 pub fn html_to_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
@@ -432,7 +525,9 @@ pub fn sample_call() -> CallView {
         route: "sample",
         receiver: "sample",
         timezone: chrono_tz::Asia::Kolkata,
-        missed_24h: 3,
+        missed_recent: 3,
+        missed_window: chrono::Duration::hours(2),
+        escalated: false,
     })
 }
 
@@ -477,8 +572,62 @@ mod tests {
              To: 914400000000\n\
              When: 03:43 Wed 15 Nov · waited 42 s\n\
              Rang: alice\n\
-             3rd missed call from this number in the last 24 h"
+             3rd missed call from this number in 2 h"
         );
+    }
+
+    #[test]
+    fn the_message_says_where_the_call_stands() {
+        use crate::store::Handling;
+        let at = |hm: &str| {
+            // 09:30 UTC is 15:00 in Asia/Kolkata, the sample call's time zone.
+            Some(
+                DateTime::parse_from_rfc3339(&format!("2026-11-23T{hm}:00Z"))
+                    .unwrap()
+                    .to_utc(),
+            )
+        };
+        let t = shipped();
+        let last_line = |h: Handling| {
+            let text = t
+                .telegram(DEFAULT_TELEGRAM, &[sample_call().with_handling(&h)])
+                .unwrap();
+            text.lines().last().unwrap().to_owned()
+        };
+        let claimed = Handling {
+            claimed_by: Some("Asha <R>".into()),
+            claimed_at: at("09:30"),
+            ..Default::default()
+        };
+        assert_eq!(
+            last_line(claimed.clone()),
+            "☎️ Asha &lt;R&gt; is calling back (since 15:00)"
+        );
+        let called_back = Handling {
+            handled_by: Some("Ravi".into()),
+            handled_at: at("09:45"),
+            ..claimed.clone()
+        };
+        assert_eq!(last_line(called_back), "✅ Called back by Ravi at 15:15");
+        let reached = Handling {
+            reached_by: Some("302_agent".into()),
+            reached_at: at("10:02"),
+            ..claimed
+        };
+        assert_eq!(last_line(reached), "✅ Reached at 15:32 by 302_agent");
+        assert_eq!(
+            last_line(Handling::default()),
+            "3rd missed call from this number in 2 h"
+        );
+    }
+
+    #[test]
+    fn windows_in_words() {
+        use chrono::Duration;
+        assert_eq!(window_text(Duration::hours(2)), "2 h");
+        assert_eq!(window_text(Duration::minutes(90)), "90 min");
+        assert_eq!(window_text(Duration::days(1)), "24 h");
+        assert_eq!(window_text(Duration::days(7)), "7 days");
     }
 
     #[test]

@@ -412,6 +412,19 @@ pub struct Route {
     pub templates: TemplateNames,
     /// A receiver for per-agent "you missed a ring" alerts (TeleCMI leg-b records); off when absent.
     pub agent_rings: Option<Spanned<String>>,
+    /// Also alert another receiver when one number has been missed this often.
+    pub escalate: Option<Escalation>,
+}
+
+/// A repeat caller goes further: from the `after`-th missed call from one number inside the
+/// window, each missed call from it also alerts `receiver`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub receiver: Spanned<String>,
+    pub after: u32,
+    /// `[alerts] repeat_window_minutes` when absent.
+    pub within_minutes: Option<u64>,
 }
 
 impl Route {

@@ -118,6 +118,7 @@ impl Application {
         tracing::info!(address = %self.local_addr(), "ringback is listening");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let background = self.workers == Workers::Background;
+        let bot = background.then(|| tokio::spawn(self.live.clone().run_bot(stopped.clone())));
         let workers = background.then(|| tokio::spawn(self.live.clone().run_workers(stopped)));
         // Kept alive while serving; dropping it stops the watch.
         let _watcher = self.watcher;
@@ -135,6 +136,11 @@ impl Application {
         // Requests in flight are answered; now the workers finish the pass they are in. One that
         // takes too long is stopped: its claimed messages are sent again after their claim lapses.
         let _ = stop.send(true);
+        if let Some(bot) = bot {
+            // Gives the polling lease up; a poll under way is cut short, which loses nothing:
+            // updates are confirmed to Telegram only by the next poll's offset.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bot).await;
+        }
         if let Some(mut workers) = workers
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut workers)
                 .await
@@ -234,6 +240,7 @@ pub fn app(live: Arc<Live>) -> Router {
     Router::new()
         .route("/webhooks/{provider}", any(webhook))
         .route("/-/reload", axum::routing::post(reload))
+        .route("/telegram/updates", axum::routing::post(telegram_update))
         .with_state(live.clone())
         .merge(health::router(live))
         .fallback(health::not_found)
@@ -247,6 +254,64 @@ async fn webhook(
 ) -> Response {
     let ingest = live.current().ingest.clone();
     ingest::webhook(&ingest, provider, request).await
+}
+
+/// Telegram's webhook (when `telegram.webhook_url` is set): checks the secret Telegram sends,
+/// then handles the update before answering, so an update that fails is delivered again.
+async fn telegram_update(
+    State(live): State<Arc<Live>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let refuse = |status: StatusCode, error: &str, detail: &str| {
+        (status, Json(json!({ "error": error, "detail": detail }))).into_response()
+    };
+    let Some(bot) = live.current().bot.clone() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "bot_disabled",
+            "telegram.token is not set, so there is no bot to receive updates",
+        );
+    };
+    let Some(secret) = bot.webhook_secret() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "webhook_disabled",
+            "the bot reads its updates by long polling; set telegram.webhook_url to use a webhook",
+        );
+    };
+    let sent = headers
+        .get("x-telegram-bot-api-secret-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(sent, secret.as_bytes())) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "X-Telegram-Bot-Api-Secret-Token does not match the webhook's secret",
+        );
+    }
+    let update: teloxide::types::Update = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_update",
+                &format!("the body is not a Telegram Update: {e}"),
+            );
+        }
+    };
+    match bot.handle(update).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle a Telegram update; Telegram will send it again");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the database does not answer",
+            )
+        }
+    }
 }
 
 /// `POST /-/reload`, with `server.reload_token` as `?token=` or an `X-Ringback-Token` header.

@@ -8,6 +8,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod bot;
+
+pub use bot::{Change, ChatProblem, Handling, MessageAlert, PressedAlert, QueuedEdit, Resolution};
+
 use crate::classify::{DecisionKind, DecisionRequest};
 use crate::domain::{CallRecord, Outcome, PhoneNumber, Provider};
 
@@ -331,6 +335,8 @@ pub struct NewAlert {
     pub receiver: String,
     pub kind: String,
     pub context: String,
+    /// The caller's number (E.164 when known), for repeat callers and automatic resolution.
+    pub number: Option<String>,
     pub messages: Vec<NewMessage>,
 }
 
@@ -364,6 +370,9 @@ pub struct OutboxItem {
     pub digest: Option<RenderedEmail>,
     /// When the call record behind an alert was stored, for the delivery latency.
     pub record_received_at: Option<DateTime<Utc>>,
+    /// `missed_call` or `agent_ring`; empty for a digest.
+    pub kind: String,
+    pub handling: Handling,
 }
 
 /// An email rendered ahead of sending (digests).
@@ -452,15 +461,17 @@ impl Store {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    /// Records the verdict and writes its alerts and messages in one transaction; `false` when
-    /// the decision had already been taken (then nothing is written).
+    /// Records the verdict and writes its alerts and messages (and resolves the alerts an
+    /// answered call settles) in one transaction. `None` when the decision had already been taken
+    /// (then nothing is written); otherwise how many open alerts were resolved.
     pub async fn commit_decision(
         &self,
         decision_id: i64,
         now: DateTime<Utc>,
         verdict: &str,
         alerts: &[NewAlert],
-    ) -> Result<bool, StoreError> {
+        resolution: Option<&Resolution>,
+    ) -> Result<Option<usize>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query(
             "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
@@ -473,12 +484,16 @@ impl Store {
         .rows_affected();
         if taken != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
+        let resolved = match resolution {
+            Some(resolution) => bot::resolve(&mut tx, resolution, now).await?,
+            None => 0,
+        };
         for alert in alerts {
             let alert_id: i64 = sqlx::query(
-                "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at, number) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
             .bind(decision_id)
             .bind(alert.record_id)
@@ -487,6 +502,7 @@ impl Store {
             .bind(&alert.kind)
             .bind(&alert.context)
             .bind(now.timestamp_millis())
+            .bind(alert.number.clone())
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
@@ -519,7 +535,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(resolved))
     }
 
     /// Call-level records from `caller` with one of `outcomes`, received since `since`.
@@ -583,7 +599,8 @@ impl Store {
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT o.id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
-             o.attempts, o.deadline, a.context, a.route, a.receiver, d.name AS digest_name, d.subject, \
+             o.attempts, o.deadline, a.context, a.route, a.receiver, a.kind, a.claimed_by, a.claimed_at, \
+             a.handled_by, a.handled_at, a.reached_by, a.reached_at, d.name AS digest_name, d.subject, \
              d.text_body, d.html_body, r.received_at AS record_received_at FROM outbox o \
              LEFT JOIN alerts a ON a.id = o.alert_id LEFT JOIN call_records r ON r.id = a.record_id \
              LEFT JOIN digest_runs d ON d.id = o.digest_run_id WHERE o.id IN ({}) ORDER BY o.id",
@@ -625,6 +642,10 @@ impl Store {
                     receiver: receiver.unwrap_or_default(),
                     digest,
                     record_received_at: millis(row, "record_received_at")?,
+                    kind: row
+                        .try_get::<Option<String>, _>("kind")?
+                        .unwrap_or_default(),
+                    handling: Handling::from_row(row)?,
                 })
             })
             .collect()

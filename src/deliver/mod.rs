@@ -1,6 +1,7 @@
 //! Drains the outbox: claims due messages with a lease, groups each destination's batch into as few
 //! messages as its channel allows, sends, and records sent / retry (backoff, jitter) / failed.
 
+mod edit;
 pub mod email;
 pub mod limits;
 pub mod telegram;
@@ -27,8 +28,10 @@ pub enum DeliveryError {
     Transient(String),
     /// Telegram asked to wait this long (429).
     RetryAfter(StdDuration),
-    /// Never going to work as it stands (chat not found, bot blocked, SMTP 5xx).
+    /// Never going to work as it stands (a bad request, SMTP 5xx).
     Permanent(String),
+    /// The bot cannot write to this chat (blocked, removed, chat not found) until someone acts.
+    ChatUnreachable(String),
     /// The group became a supergroup with this id.
     ChatMigrated(i64),
     /// Telegram could not parse the message's HTML.
@@ -87,7 +90,7 @@ impl Deliverer {
                 None => batches.push(vec![item]),
             }
         }
-        let count = batches.len();
+        let count = batches.len() + self.edit_step(now).await?;
         futures_util::stream::iter(batches)
             .for_each_concurrent(BATCHES_IN_FLIGHT, |batch| async move {
                 if let Err(e) = self.send_batch(&batch, now).await {
@@ -109,7 +112,9 @@ impl Deliverer {
         }
         let calls: Vec<CallView> = match batch
             .iter()
-            .map(|i| serde_json::from_str(&i.context))
+            .map(|i| {
+                serde_json::from_str::<CallView>(&i.context).map(|c| c.with_handling(&i.handling))
+            })
             .collect::<Result<_, _>>()
         {
             Ok(calls) => calls,
@@ -187,12 +192,25 @@ impl Deliverer {
             if let Err(ready_at) = self.store.take_telegram_slot(chat_id, now).await? {
                 return self.store.release(&ids(rest), ready_at).await;
             }
-            let mut result = telegram.send(target, &part.text, part.html).await;
+            let shown: Vec<(i64, &CallView)> = batch[part.calls.clone()]
+                .iter()
+                .zip(&calls[part.calls.clone()])
+                .map(|(item, call)| (item.id, call))
+                .collect();
+            let keyboard = telegram.buttons().keyboard(chat_id, &shown);
+            let mut result = telegram
+                .send(target, &part.text, part.html, &keyboard)
+                .await;
             if let Err(DeliveryError::BadMarkup(detail)) = &result {
                 // A template that Telegram cannot parse must not lose the alert: send it as text.
                 tracing::error!(route = %first.route, %detail, "Telegram cannot parse this alert's HTML; sending it as plain text. Fix the template.");
                 result = telegram
-                    .send(target, &crate::render::html_to_text(&part.text), false)
+                    .send(
+                        target,
+                        &crate::render::html_to_text(&part.text),
+                        false,
+                        &keyboard,
+                    )
                     .await;
             }
             match result {
@@ -200,6 +218,9 @@ impl Deliverer {
                     self.store
                         .mark_sent(&ids(part.calls.clone()), now, &message_id.to_string())
                         .await?;
+                    if self.store.clear_chat_problem(chat_id).await? {
+                        tracing::info!(chat_id, "Telegram accepts alerts for this chat again");
+                    }
                     count(&batch[part.calls.clone()], "sent", now);
                     tracing::info!(
                         chat_id,
@@ -236,9 +257,37 @@ impl Deliverer {
                         first.receiver
                     );
                     self.store.migrate_chat(chat_id, new_chat, now).await?;
+                    crate::bot::chat_problem(
+                        &self.store,
+                        chat_id,
+                        &format!("the group became supergroup {new_chat}; alerts go there now"),
+                        &format!(
+                            "in the config, change {chat_id} to {new_chat} in [receivers.{}] telegram",
+                            first.receiver
+                        ),
+                        now,
+                    )
+                    .await?;
                     return self
                         .store
                         .mark_retry(&ids(rest), now, &format!("chat migrated to {new_chat}"))
+                        .await;
+                }
+                Err(DeliveryError::ChatUnreachable(reason)) => {
+                    crate::bot::chat_problem(
+                        &self.store,
+                        chat_id,
+                        &reason,
+                        &format!(
+                            "add the bot to the chat again (or unblock it and send it /start), or \
+                             fix the chat id in [receivers.{}] telegram",
+                            first.receiver
+                        ),
+                        now,
+                    )
+                    .await?;
+                    return self
+                        .after_failure(&batch[rest], DeliveryError::Permanent(reason), now)
                         .await;
                 }
                 Err(e) => return self.after_failure(&batch[rest], e, now).await,
@@ -299,7 +348,9 @@ impl Deliverer {
         let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
         let first = &items[0];
         let reason = match error {
-            DeliveryError::Permanent(reason) | DeliveryError::BadMarkup(reason) => {
+            DeliveryError::Permanent(reason)
+            | DeliveryError::BadMarkup(reason)
+            | DeliveryError::ChatUnreachable(reason) => {
                 tracing::error!(channel = %first.channel, to = %first.destination, receiver = %first.receiver,
                     %reason, "alert delivery failed for good; it will not be retried");
                 count(items, "failed", now);

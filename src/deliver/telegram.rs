@@ -4,15 +4,27 @@
 use std::time::Duration;
 
 use teloxide::prelude::*;
-use teloxide::types::{LinkPreviewOptions, MessageId, ParseMode, ThreadId};
+use teloxide::types::{InlineKeyboardMarkup, LinkPreviewOptions, MessageId, ParseMode, ThreadId};
 use teloxide::{ApiError, RequestError};
 
 use super::DeliveryError;
+use crate::bot::buttons::Buttons;
 use crate::config::TelegramConfig;
 
 #[derive(Clone)]
 pub struct Telegram {
     bot: Bot,
+    buttons: Buttons,
+}
+
+fn no_preview() -> LinkPreviewOptions {
+    LinkPreviewOptions {
+        is_disabled: true,
+        url: None,
+        prefer_small_media: false,
+        prefer_large_media: false,
+        show_above_text: false,
+    }
 }
 
 /// Where and how one message goes.
@@ -32,24 +44,39 @@ impl Telegram {
             .build()
             .ok()?;
         let bot = Bot::with_client(token.expose(), client).set_api_url(config.api_url.clone());
-        Some(Telegram { bot })
+        Some(Telegram {
+            bot,
+            buttons: Buttons::new(token.expose()),
+        })
     }
 
-    /// Sends one message; returns its Telegram message id.
-    pub async fn send(&self, target: Target, text: &str, html: bool) -> Result<i32, DeliveryError> {
+    /// The teloxide bot, for the update handler's own requests.
+    pub fn bot(&self) -> &Bot {
+        &self.bot
+    }
+
+    pub fn buttons(&self) -> &Buttons {
+        &self.buttons
+    }
+
+    /// Sends one message (with inline buttons when `keyboard` has any); returns its message id.
+    pub async fn send(
+        &self,
+        target: Target,
+        text: &str,
+        html: bool,
+        keyboard: &InlineKeyboardMarkup,
+    ) -> Result<i32, DeliveryError> {
         let mut request = self
             .bot
             .send_message(ChatId(target.chat_id), text)
-            .link_preview_options(LinkPreviewOptions {
-                is_disabled: true,
-                url: None,
-                prefer_small_media: false,
-                prefer_large_media: false,
-                show_above_text: false,
-            })
+            .link_preview_options(no_preview())
             .disable_notification(target.silent);
         if html {
             request = request.parse_mode(ParseMode::Html);
+        }
+        if !keyboard.inline_keyboard.is_empty() {
+            request = request.reply_markup(keyboard.clone());
         }
         if let Some(thread) = target.thread {
             request = request.message_thread_id(ThreadId(MessageId(thread)));
@@ -59,24 +86,52 @@ impl Telegram {
             Err(e) => Err(classify(e)),
         }
     }
+
+    /// Replaces a sent message's text and buttons (an empty keyboard removes them). A message
+    /// that already reads so counts as edited.
+    pub async fn edit(
+        &self,
+        chat_id: i64,
+        message_id: i32,
+        text: &str,
+        html: bool,
+        keyboard: &InlineKeyboardMarkup,
+    ) -> Result<(), DeliveryError> {
+        let mut request = self
+            .bot
+            .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
+            .link_preview_options(no_preview())
+            .reply_markup(keyboard.clone());
+        if html {
+            request = request.parse_mode(ParseMode::Html);
+        }
+        match request.await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
 }
 
-fn classify(e: RequestError) -> DeliveryError {
+/// Sorts a Bot API error into what ringback does next.
+pub fn classify(e: RequestError) -> DeliveryError {
     match e {
         RequestError::RetryAfter(seconds) => DeliveryError::RetryAfter(seconds.duration()),
         RequestError::MigrateToChatId(chat) => DeliveryError::ChatMigrated(chat.0),
         RequestError::Api(ApiError::CantParseEntities(detail)) => DeliveryError::BadMarkup(detail),
+        RequestError::Api(
+            api @ (ApiError::BotBlocked
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::ChatNotFound
+            | ApiError::UserDeactivated
+            | ApiError::CantInitiateConversation
+            | ApiError::NotEnoughRightsToPostMessages),
+        ) => DeliveryError::ChatUnreachable(api.to_string()),
         RequestError::Api(api) => {
             let text = api.to_string();
             let permanent = matches!(
                 api,
-                ApiError::BotBlocked
-                    | ApiError::BotKicked
-                    | ApiError::BotKickedFromSupergroup
-                    | ApiError::ChatNotFound
-                    | ApiError::UserDeactivated
-                    | ApiError::CantInitiateConversation
-                    | ApiError::CantTalkWithBots
+                ApiError::CantTalkWithBots
                     | ApiError::MessageIsTooLong
                     | ApiError::MessageTextIsEmpty
                     | ApiError::NotEnoughRightsToPostMessages

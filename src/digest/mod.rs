@@ -223,16 +223,8 @@ impl Digester {
         let Some(names) = &digest.routes else {
             return true;
         };
-        let region = self.config.parse_context(call.record.provider).region;
-        route::matching(
-            &self.config.routes,
-            &call.record,
-            call.at,
-            self.config.alerts.timezone,
-            region,
-        )
-        .iter()
-        .any(|m| names.iter().any(|n| n.get_ref() == m.route.name()))
+        let names: Vec<&str> = names.iter().map(|n| n.get_ref().as_str()).collect();
+        on_routes(&self.config, call, &names)
     }
 
     /// The current period of `name`: from where the last one ended (or its latest scheduled time).
@@ -253,4 +245,18 @@ impl Digester {
             }
         })
     }
+}
+
+/// Whether `call` is routed by one of the routes named `names`.
+pub fn on_routes(config: &Config, call: &report::CallSummary, names: &[&str]) -> bool {
+    let region = config.parse_context(call.record.provider).region;
+    route::matching(
+        &config.routes,
+        &call.record,
+        call.at,
+        config.alerts.timezone,
+        region,
+    )
+    .iter()
+    .any(|m| names.contains(&m.route.name()))
 }

@@ -195,15 +195,23 @@ async fn repeat_callers_are_counted() {
     assert_eq!(texts.len(), 3);
     assert!(!texts[0].contains("missed call from this number"));
     assert!(
-        texts[1].ends_with("2nd missed call from this number in the last 24 h"),
+        texts[1].ends_with("2nd missed call from this number in 2 h"),
         "{}",
         texts[1]
     );
     assert!(
-        texts[2].ends_with("3rd missed call from this number in the last 24 h"),
+        texts[2].ends_with("3rd missed call from this number in 2 h"),
         "{}",
         texts[2]
     );
+    // Three hours later the earlier calls are outside the window ([alerts] repeat_window_minutes).
+    w.app.advance(3 * 3600).await;
+    w.app
+        .post_json(Provider::Telecmi, &call("r-4", "missed", 919810000009))
+        .await;
+    w.app.advance(60).await;
+    let last = w.telegram.sent().pop().unwrap().text;
+    assert!(!last.contains("missed call from this number"), "{last}");
 }
 
 #[tokio::test]

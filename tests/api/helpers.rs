@@ -314,6 +314,14 @@ impl TestApp {
         self.live.current().pipeline.run_until_idle().await.unwrap();
     }
 
+    /// Reads the bot's waiting updates once, as the polling worker does (a poll that returns at
+    /// once), then runs what they queued (message edits).
+    pub async fn poll_bot(&self) -> ringback::bot::Polled {
+        let polled = self.live.poll_bot(0).await.unwrap();
+        self.run_pipeline().await;
+        polled
+    }
+
     /// Moves the clock forward, then runs what came due.
     pub async fn advance(&self, seconds: i64) {
         self.clock.advance(chrono::Duration::seconds(seconds));

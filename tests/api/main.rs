@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, a temporary config and SQLite database.
 
 mod alerts;
+mod bot;
 mod callerdesk;
 mod callr;
 mod cluster;

@@ -42,6 +42,17 @@ pub struct Sent {
     pub silent: bool,
     pub link_preview_disabled: bool,
     pub at: DateTime<Utc>,
+    /// Inline buttons, row by row: (label, callback_data). Edits replace them.
+    pub buttons: Vec<Vec<(String, String)>>,
+    /// How many times the message was edited.
+    pub edits: usize,
+}
+
+/// An `answerCallbackQuery` the bot made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub callback_query_id: String,
+    pub text: Option<String>,
 }
 
 #[derive(Default)]
@@ -53,6 +64,15 @@ struct State_ {
     last_at: HashMap<i64, DateTime<Utc>>,
     minute: HashMap<i64, VecDeque<DateTime<Utc>>>,
     limit_violations: usize,
+    /// Updates waiting for `getUpdates`, and the id the next one gets.
+    updates: Vec<Value>,
+    next_update_id: i64,
+    answers: Vec<Answer>,
+    /// Every Bot API method called, in order (`getMe`, `deleteWebhook`, ...), as named by Telegram.
+    methods: Vec<String>,
+    commands: Vec<(String, String)>,
+    webhook: Option<(String, String)>,
+    next_query_id: u64,
 }
 
 #[derive(Clone)]
@@ -112,6 +132,347 @@ impl FakeTelegram {
     pub fn limit_violations(&self) -> usize {
         self.state.lock().unwrap().limit_violations
     }
+
+    fn push_update(&self, kind: &str, payload: Value) {
+        let mut state = self.state.lock().unwrap();
+        state.next_update_id += 1;
+        let id = 700_000 + state.next_update_id;
+        state
+            .updates
+            .push(json!({ "update_id": id, kind: payload }));
+    }
+
+    /// A user writes `text` in `chat` (a group when negative, their private chat otherwise).
+    pub fn user_writes(&self, chat: i64, user: &User, text: &str) {
+        let message = json!({
+            "message_id": 90_000 + self.state.lock().unwrap().next_update_id,
+            "date": start_of_tests(),
+            "chat": chat_json(chat),
+            "from": user.json(),
+            "text": text,
+            "entities": if text.starts_with('/') {
+                json!([{ "type": "bot_command", "offset": 0, "length": text.split_whitespace().next().unwrap().encode_utf16().count() }])
+            } else {
+                json!([])
+            },
+        });
+        self.push_update("message", message);
+    }
+
+    /// A user presses a button whose `callback_data` is `data`, under message `message_id` of
+    /// `chat`; returns the callback query's id.
+    pub fn press(&self, chat: i64, message_id: i64, user: &User, data: &str) -> String {
+        let id = {
+            let mut state = self.state.lock().unwrap();
+            state.next_query_id += 1;
+            format!("cq{}", state.next_query_id)
+        };
+        let text = self
+            .sent()
+            .into_iter()
+            .find(|m| m.chat_id == chat && m.message_id == message_id)
+            .map(|m| m.text)
+            .unwrap_or_default();
+        self.push_update(
+            "callback_query",
+            json!({
+                "id": id,
+                "from": user.json(),
+                "chat_instance": format!("ci{chat}"),
+                "data": data,
+                "message": {
+                    "message_id": message_id,
+                    "date": start_of_tests(),
+                    "chat": chat_json(chat),
+                    "from": bot_json(),
+                    "text": text,
+                },
+            }),
+        );
+        id
+    }
+
+    /// The bot's membership of `chat` changes from `old` to `new` ("left", "member",
+    /// "administrator", "kicked"), by `by`.
+    pub fn membership(&self, chat: i64, by: &User, old: &str, new: &str) {
+        let member = |status: &str| {
+            let mut m = json!({ "user": bot_json(), "status": status });
+            if status == "kicked" {
+                m["until_date"] = json!(0);
+            }
+            if status == "administrator" {
+                for right in [
+                    "can_be_edited",
+                    "is_anonymous",
+                    "can_manage_chat",
+                    "can_delete_messages",
+                    "can_manage_video_chats",
+                    "can_restrict_members",
+                    "can_promote_members",
+                    "can_change_info",
+                    "can_invite_users",
+                    "can_post_stories",
+                    "can_edit_stories",
+                    "can_delete_stories",
+                ] {
+                    m[right] = json!(false);
+                }
+            }
+            m
+        };
+        self.push_update(
+            "my_chat_member",
+            json!({
+                "chat": chat_json(chat),
+                "from": by.json(),
+                "date": start_of_tests(),
+                "old_chat_member": member(old),
+                "new_chat_member": member(new),
+            }),
+        );
+    }
+
+    /// A group's service message saying it became supergroup `to`.
+    pub fn group_migrates(&self, chat: i64, to: i64) {
+        self.push_update(
+            "message",
+            json!({
+                "message_id": 1,
+                "date": start_of_tests(),
+                "chat": { "id": chat, "type": "group", "title": "Support team" },
+                "from": bot_json(),
+                "migrate_to_chat_id": to,
+            }),
+        );
+    }
+
+    /// Updates not yet confirmed by a `getUpdates` offset.
+    pub fn pending_updates(&self) -> usize {
+        self.state.lock().unwrap().updates.len()
+    }
+
+    pub fn answers(&self) -> Vec<Answer> {
+        self.state.lock().unwrap().answers.clone()
+    }
+
+    pub fn answer_to(&self, query_id: &str) -> Option<String> {
+        self.answers()
+            .into_iter()
+            .find(|a| a.callback_query_id == query_id)
+            .and_then(|a| a.text)
+    }
+
+    pub fn methods(&self) -> Vec<String> {
+        self.state.lock().unwrap().methods.clone()
+    }
+
+    /// The commands registered with `setMyCommands`: (command, description).
+    pub fn commands(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().commands.clone()
+    }
+
+    /// The webhook set with `setWebhook`: (url, secret_token).
+    pub fn webhook(&self) -> Option<(String, String)> {
+        self.state.lock().unwrap().webhook.clone()
+    }
+
+    /// The message as it reads now, after any edits.
+    pub fn message(&self, chat: i64, message_id: i64) -> Sent {
+        self.sent()
+            .into_iter()
+            .find(|m| m.chat_id == chat && m.message_id == message_id)
+            .expect("a message the bot sent")
+    }
+}
+
+/// Someone in a chat.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: Option<String>,
+}
+
+impl User {
+    pub fn new(id: i64, first_name: &str, last_name: Option<&str>) -> User {
+        User {
+            id,
+            first_name: first_name.into(),
+            last_name: last_name.map(str::to_owned),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut u = json!({ "id": self.id, "is_bot": false, "first_name": self.first_name });
+        if let Some(last) = &self.last_name {
+            u["last_name"] = json!(last);
+        }
+        u
+    }
+}
+
+fn start_of_tests() -> i64 {
+    1_795_428_000
+}
+
+fn bot_json() -> Value {
+    json!({ "id": 4242, "is_bot": true, "first_name": "ringback", "username": "ringback_bot" })
+}
+
+fn chat_json(chat_id: i64) -> Value {
+    if chat_id < 0 {
+        json!({ "id": chat_id, "type": "supergroup", "title": "Support team" })
+    } else {
+        json!({ "id": chat_id, "type": "private", "first_name": "Agent" })
+    }
+}
+
+fn ok(result: Value) -> Response {
+    Json(json!({ "ok": true, "result": result })).into_response()
+}
+
+fn buttons_of(markup: &Value) -> Vec<Vec<(String, String)>> {
+    markup["inline_keyboard"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| {
+                            (
+                                b["text"].as_str().unwrap().to_owned(),
+                                b["callback_data"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Bot API methods other than `sendMessage`.
+fn other_method(state: &mut State_, method: &str, body: &Value) -> Response {
+    match method {
+        "getme" => ok(bot_json()
+            .as_object()
+            .cloned()
+            .map(|mut o| {
+                o.insert("can_join_groups".into(), json!(true));
+                o.insert("can_read_all_group_messages".into(), json!(false));
+                o.insert("supports_inline_queries".into(), json!(false));
+                o.insert("can_connect_to_business".into(), json!(false));
+                o.insert("has_main_web_app".into(), json!(false));
+                Value::Object(o)
+            })
+            .unwrap()),
+        "deletewebhook" => {
+            state.webhook = None;
+            ok(json!(true))
+        }
+        "setwebhook" => {
+            state.webhook = Some((
+                body["url"].as_str().unwrap_or_default().to_owned(),
+                body["secret_token"].as_str().unwrap_or_default().to_owned(),
+            ));
+            ok(json!(true))
+        }
+        "setmycommands" => {
+            state.commands = body["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["command"].as_str().unwrap().to_owned(),
+                        c["description"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            ok(json!(true))
+        }
+        "getupdates" => {
+            if state.webhook.is_some() {
+                return error(
+                    StatusCode::CONFLICT,
+                    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                    None,
+                );
+            }
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            // An offset confirms every update before it: Telegram forgets them.
+            state
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+            ok(Value::Array(state.updates.clone()))
+        }
+        "answercallbackquery" => {
+            state.answers.push(Answer {
+                callback_query_id: body["callback_query_id"].as_str().unwrap().to_owned(),
+                text: body["text"].as_str().map(str::to_owned),
+            });
+            ok(json!(true))
+        }
+        "editmessagetext" => {
+            let chat_id = body["chat_id"].as_i64().unwrap();
+            let message_id = body["message_id"].as_i64().unwrap();
+            let source = body["text"].as_str().unwrap_or_default().to_owned();
+            let parse_mode = body["parse_mode"].as_str().map(str::to_owned);
+            let text = if parse_mode.as_deref() == Some("HTML") {
+                match parse_html(&source) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("Bad Request: can't parse entities: {e}"),
+                            None,
+                        );
+                    }
+                }
+            } else {
+                source.clone()
+            };
+            let buttons = buttons_of(&body["reply_markup"]);
+            let Some(message) = state
+                .sent
+                .iter_mut()
+                .find(|m| m.chat_id == chat_id && m.message_id == message_id)
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message to edit not found",
+                    None,
+                );
+            };
+            if message.text == text && message.buttons == buttons {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                    None,
+                );
+            }
+            message.source = source;
+            message.text = text.clone();
+            message.parse_mode = parse_mode;
+            message.buttons = buttons;
+            message.edits += 1;
+            let mut result = json!({
+                "message_id": message_id,
+                "date": message.at.timestamp(),
+                "edit_date": message.at.timestamp() + 1,
+                "chat": chat_json(chat_id),
+                "from": bot_json(),
+                "text": text,
+            });
+            if !body["reply_markup"].is_null() {
+                result["reply_markup"] = body["reply_markup"].clone();
+            }
+            ok(result)
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found: method not found", None),
+    }
 }
 
 fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Response {
@@ -123,20 +484,61 @@ fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Re
     (status, Json(body)).into_response()
 }
 
+/// A request's parameters: a JSON body, or `multipart/form-data` (teloxide sends `setWebhook`
+/// so) with each field's text as a JSON string.
+fn parameters(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Value, String> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data")
+        .and_then(|rest| rest.split("boundary=").nth(1))
+    else {
+        return serde_json::from_slice(body).map_err(|e| e.to_string());
+    };
+    let body = String::from_utf8_lossy(body);
+    let mut fields = serde_json::Map::new();
+    for part in body.split(&format!("--{}", boundary.trim_matches('"'))) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name.to_owned(), json!(value));
+    }
+    Ok(Value::Object(fields))
+}
+
 async fn handle(
     State(shared): State<Shared>,
     Path((bot, method)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     if !bot.starts_with("bot") {
         return error(StatusCode::NOT_FOUND, "Not Found", None);
     }
-    // The Bot API matches method names case-insensitively; teloxide sends `SendMessage`.
-    if !method.eq_ignore_ascii_case("sendMessage") {
-        return error(StatusCode::NOT_FOUND, "Not Found: method not found", None);
-    }
+    let body = match parameters(&headers, &body) {
+        Ok(body) => body,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}"), None);
+        }
+    };
     let now = shared.clock.now();
     let mut state = shared.state.lock().unwrap();
+    // The Bot API matches method names case-insensitively; teloxide sends `SendMessage`.
+    let method = method.to_ascii_lowercase();
+    state.methods.push(method.clone());
+    if method != "sendmessage" {
+        return other_method(&mut state, &method, &body);
+    }
     state.requests += 1;
     let chat_id = match &body["chat_id"] {
         Value::Number(n) => n.as_i64().unwrap(),
@@ -250,19 +652,19 @@ async fn handle(
             .as_bool()
             .unwrap_or(false),
         at: now,
+        buttons: buttons_of(&body["reply_markup"]),
+        edits: 0,
     });
-    let chat = if chat_id < 0 {
-        json!({ "id": chat_id, "type": "supergroup", "title": "Support team" })
-    } else {
-        json!({ "id": chat_id, "type": "private", "first_name": "Agent" })
-    };
     let mut message = json!({
         "message_id": message_id,
         "date": now.timestamp(),
-        "chat": chat,
-        "from": { "id": 4242, "is_bot": true, "first_name": "ringback", "username": "ringback_bot" },
+        "chat": chat_json(chat_id),
+        "from": bot_json(),
         "text": text,
     });
+    if !body["reply_markup"].is_null() {
+        message["reply_markup"] = body["reply_markup"].clone();
+    }
     if let Some(thread) = thread {
         message["message_thread_id"] = json!(thread);
         message["is_topic_message"] = json!(true);

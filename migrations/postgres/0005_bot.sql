@@ -1,0 +1,42 @@
+-- What the Telegram bot knows of each alert: the number it is about (for repeat callers and
+-- automatic resolution), who claimed it, who called back, and when the caller was reached.
+ALTER TABLE alerts ADD COLUMN number TEXT;
+ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
+ALTER TABLE alerts ADD COLUMN claimed_at BIGINT;
+ALTER TABLE alerts ADD COLUMN handled_by TEXT;
+ALTER TABLE alerts ADD COLUMN handled_at BIGINT;
+ALTER TABLE alerts ADD COLUMN reached_by TEXT;
+ALTER TABLE alerts ADD COLUMN reached_at BIGINT;
+CREATE INDEX alerts_open_by_number ON alerts (number, handled_at, reached_at);
+CREATE INDEX outbox_by_message ON outbox (destination, message_id);
+
+-- Telegram messages whose text or buttons must be brought up to date (a press, a resolution).
+CREATE TABLE telegram_edits (
+    chat_id BIGINT NOT NULL,
+    message_id BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL DEFAULT 0,
+    lease_until BIGINT,
+    PRIMARY KEY (chat_id, message_id)
+);
+
+-- Chats the bot cannot deliver to (removed, blocked, migrated), with what fixes it.
+CREATE TABLE telegram_chat_problems (
+    chat_id BIGINT PRIMARY KEY,
+    problem TEXT NOT NULL,
+    fix TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+
+-- Leases held by one instance at a time (the Telegram update consumer), and small named values
+-- (the next Telegram update id) that a new lease holder carries on from.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_at BIGINT NOT NULL
+);
+CREATE TABLE bot_state (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
