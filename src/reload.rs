@@ -113,7 +113,10 @@ impl Live {
                 .is_some_and(|b| *b.mode() == crate::bot::Mode::Polling);
             let pause = tokio::select! {
                 result = self.poll_bot(LONG_POLL_SECONDS) => match result {
-                    Ok(crate::bot::Polled::Handled(_)) if polling => None,
+                    Ok(crate::bot::Polled::Handled(n)) if polling && n > 0 => None,
+                    // Telegram holds an empty long poll open, so this pause costs nothing; it
+                    // keeps a server that answers at once (a proxy, a test double) from spinning.
+                    Ok(crate::bot::Polled::Handled(_)) if polling => Some(StdDuration::from_secs(1)),
                     Ok(_) => Some(PAUSE),
                     Err(problem) => {
                         tracing::warn!(%problem, "the Telegram bot cannot read its updates; retrying");

@@ -225,8 +225,21 @@ impl Handler {
         if let Some(thread) = thread {
             request = request.message_thread_id(thread);
         }
-        if let Err(e) = request.await {
-            tracing::warn!(chat_id = chat, %command, error = %e, "cannot answer a bot command");
+        match request.clone().await.map_err(classify) {
+            Ok(_) => {}
+            // Someone typed commands faster than Telegram lets a bot answer: answer once the
+            // wait is over, without holding up the updates behind this one.
+            Err(DeliveryError::RetryAfter(wait)) if wait <= std::time::Duration::from_secs(10) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Err(e) = request.await {
+                        tracing::warn!(chat_id = chat, error = %e, "cannot answer a bot command");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(chat_id = chat, %command, error = ?e, "cannot answer a bot command");
+            }
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! Several instances on one database: webhooks on either, each alert sent once, work of a dead
 //! instance taken over when its claims lapse, digests sent once.
 
+use ringback::bot::Polled;
 use ringback::domain::Provider;
 
-use crate::alerts::{FRONT_DESK, call, world};
+use crate::alerts::{FRONT_DESK, SALES, call, world};
 use crate::digests::DIGEST;
+use crate::support::telegram::User;
 
 #[tokio::test]
 async fn two_instances_behave_like_one_that_never_restarts() {
@@ -51,11 +53,35 @@ async fn two_instances_behave_like_one_that_never_restarts() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 5);
+    // Instance one also reads the bot's updates: it holds the polling lease, so two does not.
+    assert_eq!(one.poll_bot().await, Polled::Handled(0));
+    assert_eq!(two.poll_bot().await, Polled::NotLeader);
     let _shared_database = one.die();
-    // The survivor sends the rest as Telegram's limits allow, and the dead one's after its claims lapse.
+    let died_at = two.clock.now();
+    w.telegram
+        .user_writes(SALES, &User::new(7, "Asha", None), "/chatid");
+    // The survivor sends the rest as Telegram's limits allow, and the dead one's after its claims
+    // lapse; it polls every second, and takes the bot over once the dead one's lease runs out.
+    let mut took_over_at = None;
     for _ in 0..150 {
         two.advance(1).await;
+        if two.poll_bot().await != Polled::NotLeader && took_over_at.is_none() {
+            took_over_at = Some(two.clock.now());
+        }
     }
+    let took_over_at = took_over_at.expect("the survivor resumed polling");
+    println!(
+        "polling resumed {} s after the leader died",
+        (took_over_at - died_at).num_seconds()
+    );
+    assert!(took_over_at - died_at <= ringback::bot::LEASE + chrono::Duration::seconds(1));
+    let replies = w.telegram.sent_to(SALES);
+    assert_eq!(replies.len(), 1, "the update is handled once: {replies:#?}");
+    assert!(
+        replies[0]
+            .text
+            .starts_with("This chat's id is -1001000000002.")
+    );
 
     let sent = w.telegram.sent_to(FRONT_DESK);
     let mut callers: Vec<String> = sent
