@@ -71,6 +71,7 @@ fn main() {
             calls: &calls,
             missed_outcomes: &[Outcome::Missed, Outcome::Canceled, Outcome::Abandoned],
             max_callers: 50,
+            marked_called_back: &[],
         });
         let built = t0.elapsed();
         let email = templates.digest(&report).unwrap();

@@ -134,6 +134,9 @@ pub async fn stats(
     let records = store
         .call_records_between(midnight, now + chrono::Duration::milliseconds(1))
         .await?;
+    let marked = store
+        .marked_called_back(midnight, now + chrono::Duration::milliseconds(1))
+        .await?;
     let calls: Vec<report::CallSummary> = report::calls(&records)
         .into_iter()
         .filter(|c| on_routes(config, c, &routes))
@@ -147,6 +150,7 @@ pub async fn stats(
         calls: &calls,
         missed_outcomes: config.alerts.on.get_ref(),
         max_callers: 0,
+        marked_called_back: &marked,
     });
     let mut text = format!(
         "<b>Today</b> ({}, {})\nCalls: {}",

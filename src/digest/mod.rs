@@ -195,6 +195,7 @@ impl Digester {
     ) -> Result<report::Report, StoreError> {
         let previous_start = from - (to - from);
         let records = self.store.call_records_between(previous_start, to).await?;
+        let marked = self.store.marked_called_back(previous_start, to).await?;
         let calls: Vec<report::CallSummary> = report::calls(&records)
             .into_iter()
             .filter(|c| self.covers(digest, c))
@@ -208,6 +209,7 @@ impl Digester {
             calls: &calls,
             missed_outcomes: &digest.outcomes,
             max_callers: digest.max_callers,
+            marked_called_back: &marked,
         }))
     }
 

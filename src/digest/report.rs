@@ -151,6 +151,9 @@ pub struct Inputs<'a> {
     pub calls: &'a [CallSummary],
     pub missed_outcomes: &'a [Outcome],
     pub max_callers: usize,
+    /// Numbers someone marked "Called back ✓" in Telegram, and when: a callback made from a
+    /// phone no provider sees counts like one that a provider recorded.
+    pub marked_called_back: &'a [(String, DateTime<Utc>)],
 }
 
 /// Builds the report for `[start, end)`.
@@ -224,6 +227,11 @@ pub fn build(input: Inputs<'_>) -> Report {
         };
         for n in numbers.into_iter().flatten() {
             answered_at.entry(n).or_default().push(c.at);
+        }
+    }
+    for (number, at) in input.marked_called_back {
+        if *at < input.end {
+            answered_at.entry(number.clone()).or_default().push(*at);
         }
     }
     let reached_after = |number: &str, at: DateTime<Utc>| {
@@ -413,6 +421,34 @@ mod tests {
 
     fn report(calls: &[CallSummary], max_callers: usize) -> Report {
         build(Inputs {
+            max_callers,
+            ..inputs(calls)
+        })
+    }
+
+    #[test]
+    fn a_callback_marked_in_telegram_counts_as_reached() {
+        let calls = vec![call(
+            "+919810000001",
+            Outcome::Missed,
+            Direction::Inbound,
+            10,
+        )];
+        let marked = vec![
+            ("+919810000001".to_owned(), t(5)), // before the call: not a callback
+            ("+919810000001".to_owned(), t(25)),
+        ];
+        let r = build(Inputs {
+            marked_called_back: &marked,
+            ..inputs(&calls)
+        });
+        assert_eq!(r.callbacks.reached, 1);
+        assert_eq!(r.callbacks.median.as_deref(), Some("15 min"));
+        assert!(r.waiting.is_empty());
+    }
+
+    fn inputs(calls: &[CallSummary]) -> Inputs<'_> {
+        Inputs {
             name: "d",
             timezone: chrono_tz::Asia::Kolkata,
             start: t(0),
@@ -420,8 +456,9 @@ mod tests {
             periods: 1,
             calls,
             missed_outcomes: &[Outcome::Missed],
-            max_callers,
-        })
+            max_callers: 10,
+            marked_called_back: &[],
+        }
     }
 
     #[test]

@@ -280,6 +280,31 @@ impl Store {
             .collect()
     }
 
+    /// Numbers marked "Called back ✓" from `from` to `to`, and when.
+    pub async fn marked_called_back(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT number, handled_at FROM alerts WHERE handled_at >= $1 AND handled_at < $2 \
+             AND number IS NOT NULL",
+        )
+        .bind(from.timestamp_millis())
+        .bind(to.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("number")?,
+                    millis(r, "handled_at")?
+                        .ok_or_else(|| StoreError::Corrupt("alerts.handled_at".into()))?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn record_chat_problem(&self, problem: &ChatProblem) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO telegram_chat_problems (chat_id, problem, fix, at) VALUES ($1, $2, $3, $4) \

@@ -167,6 +167,12 @@ async fn claim_then_called_back_edits_the_alert_in_place() {
     assert_eq!(handled.edits, 2);
     // One message in all: the alert was edited, never sent again.
     assert_eq!(w.telegram.requests(), 1);
+    // A callback marked in Telegram counts in the callback rate, as in digests.
+    let stats = command(&w, FRONT_DESK, &asha(), "/stats").await;
+    assert!(
+        stats.contains("\nCallback rate: 100% (1 of 1 missed calls reached)\n"),
+        "{stats}"
+    );
 }
 
 const TWO_CHATS: &str = r#"
@@ -500,17 +506,10 @@ async fn being_added_removed_or_blocked_is_said_and_shown_in_readyz() {
         ),
         "{warning}"
     );
-    let metrics = w
-        .app
-        .client
-        .get(format!("{}/metrics", w.app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("ringback_telegram_chats_with_problems"));
+    assert!(
+        crate::operations::metric(&w.app, "ringback_telegram_chat_problems_total", &[]).await
+            >= 2.0
+    );
     missed_call(&w, "x-2", 919810000002, FRONT_DESK).await;
     assert_eq!(readyz(&w).await["checks"]["telegram_chats"], "ok");
 }

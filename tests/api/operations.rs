@@ -6,7 +6,7 @@ use crate::alerts::{FRONT_DESK, ONE_ROUTE, SALES, call, world};
 use crate::helpers::TestApp;
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
-async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
+pub async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
     let text = app
         .client
         .get(format!("{}/metrics", app.address))

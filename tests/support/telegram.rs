@@ -418,21 +418,9 @@ fn other_method(state: &mut State_, method: &str, body: &Value) -> Response {
         "editmessagetext" => {
             let chat_id = body["chat_id"].as_i64().unwrap();
             let message_id = body["message_id"].as_i64().unwrap();
-            let source = body["text"].as_str().unwrap_or_default().to_owned();
-            let parse_mode = body["parse_mode"].as_str().map(str::to_owned);
-            let text = if parse_mode.as_deref() == Some("HTML") {
-                match parse_html(&source) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("Bad Request: can't parse entities: {e}"),
-                            None,
-                        );
-                    }
-                }
-            } else {
-                source.clone()
+            let (source, parse_mode, text) = match visible_text(body) {
+                Ok(parsed) => parsed,
+                Err(refused) => return refused,
             };
             let buttons = buttons_of(&body["reply_markup"]);
             let Some(message) = state
@@ -604,21 +592,9 @@ async fn handle(
             Some(json!({ "retry_after": 1 })),
         );
     }
-    let source = body["text"].as_str().unwrap_or_default().to_owned();
-    let parse_mode = body["parse_mode"].as_str().map(str::to_owned);
-    let text = if parse_mode.as_deref() == Some("HTML") {
-        match parse_html(&source) {
-            Ok(text) => text,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Bad Request: can't parse entities: {e}"),
-                    None,
-                );
-            }
-        }
-    } else {
-        source.clone()
+    let (source, parse_mode, text) = match visible_text(&body) {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused,
     };
     if text.trim().is_empty() {
         return error(
@@ -670,6 +646,26 @@ async fn handle(
         message["is_topic_message"] = json!(true);
     }
     Json(json!({ "ok": true, "result": message })).into_response()
+}
+
+/// A message's text as sent, its parse mode, and the text a user sees; Telegram's 400 for HTML
+/// it cannot parse.
+#[allow(clippy::result_large_err)]
+fn visible_text(body: &Value) -> Result<(String, Option<String>, String), Response> {
+    let source = body["text"].as_str().unwrap_or_default().to_owned();
+    let parse_mode = body["parse_mode"].as_str().map(str::to_owned);
+    let text = if parse_mode.as_deref() == Some("HTML") {
+        parse_html(&source).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("Bad Request: can't parse entities: {e}"),
+                None,
+            )
+        })?
+    } else {
+        source.clone()
+    };
+    Ok((source, parse_mode, text))
 }
 
 const TAGS: &[&str] = &[
