@@ -1158,6 +1158,35 @@ mod tests {
     }
 
     #[test]
+    fn escalation_mistakes_are_named_with_their_line() {
+        let text = r#"
+[receivers.front]
+telegram = [-1001]
+
+[[routes]]
+name = "all"
+receiver = "front"
+escalate = { receiver = "managers", after = 1 }
+"#;
+        let err = parse(text, &[]).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 2, "{err}");
+        for p in problems {
+            assert_eq!(p.line, Some(8), "{p:?}");
+        }
+        assert!(
+            problems[0]
+                .message
+                .contains("receiver `managers` is not defined; add a [receivers.managers] section")
+        );
+        assert!(
+            problems[1]
+                .message
+                .contains("escalate.after must be 2 or more")
+        );
+    }
+
+    #[test]
     fn routing_mistakes_are_named_with_their_line() {
         let text = r#"
 [receivers.front]
