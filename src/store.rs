@@ -9,6 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod bot;
+mod writer;
 
 pub use bot::{Change, ChatProblem, Handling, MessageAlert, PressedAlert, QueuedEdit, Resolution};
 
@@ -88,6 +89,7 @@ pub struct StoredRecord {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    writer: writer::Writer,
 }
 
 impl Store {
@@ -124,7 +126,11 @@ impl Store {
             .connect(&url)
             .await
             .map_err(StoreError::Connect)?;
-        let store = Store { pool, backend };
+        let store = Store {
+            writer: writer::Writer::start(pool.clone()),
+            pool,
+            backend,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -151,94 +157,22 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Stores `record` and the request it came from in one transaction; a resend of a stored
-    /// record only counts the resend.
+    /// Stores `record` and the request it came from, durably, before returning; a resend of a
+    /// stored record only counts the resend. Concurrent calls share one transaction and one
+    /// fsync (group commit, see `writer.rs`).
     pub async fn ingest(
         &self,
         record: &CallRecord,
         raw: &RawRequest,
         decision: Option<(&DecisionRequest, DateTime<Utc>)>,
     ) -> Result<Ingested, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let phone = |p: &Option<PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
-        let e164 = |p: &Option<PhoneNumber>| p.as_ref().and_then(|p| p.e164.clone());
-        let received_at = raw.received_at.timestamp_millis();
-        let row = sqlx::query(
-            "INSERT INTO call_records (provider, dedup_key, call_id, conversation_id, leg, direction, \
-             outcome, provider_status, caller, caller_e164, caller_name, called, called_e164, agent, \
-             agent_phone, agent_phone_e164, call_group, started_at, answered_at, ended_at, \
-             ring_seconds, talk_seconds, hangup, recording, extra, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25, $26) \
-             ON CONFLICT (provider, dedup_key) DO UPDATE \
-             SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
-             RETURNING id, resends",
-        )
-        .bind(record.provider.as_str())
-        .bind(&record.dedup_key)
-        .bind(&record.call_id)
-        .bind(&record.conversation_id)
-        .bind(record.leg.as_str())
-        .bind(record.direction.as_str())
-        .bind(record.outcome.as_str())
-        .bind(&record.provider_status)
-        .bind(phone(&record.caller))
-        .bind(e164(&record.caller))
-        .bind(&record.caller_name)
-        .bind(phone(&record.called))
-        .bind(e164(&record.called))
-        .bind(&record.agent)
-        .bind(phone(&record.agent_phone))
-        .bind(e164(&record.agent_phone))
-        .bind(&record.group)
-        .bind(record.started_at.map(|t| t.timestamp_millis()))
-        .bind(record.answered_at.map(|t| t.timestamp_millis()))
-        .bind(record.ended_at.map(|t| t.timestamp_millis()))
-        .bind(record.ring_seconds)
-        .bind(record.talk_seconds)
-        .bind(&record.hangup)
-        .bind(&record.recording)
-        .bind(serde_json::to_string(&record.extra).expect("a string map serializes"))
-        .bind(received_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = row.try_get("id")?;
-        let resends: i64 = row.try_get("resends")?;
-        if resends > 0 {
-            tx.commit().await?;
-            return Ok(Ingested::Duplicate { id });
-        }
-        sqlx::query(
-            "INSERT INTO raw_requests (call_record_id, method, path, query, headers, body, \
-             remote_addr, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id)
-        .bind(&raw.method)
-        .bind(&raw.path)
-        .bind(&raw.query)
-        .bind(headers_json(&raw.headers))
-        .bind(raw.body.clone())
-        .bind(&raw.remote_addr)
-        .bind(received_at)
-        .execute(&mut *tx)
-        .await?;
-        if let Some((request, decide_at)) = decision {
-            // The first deciding record of a call opens its settle window; records arriving
-            // later join that window, and after it closes they never alert again.
-            sqlx::query(
-                "INSERT INTO decisions (provider, subject, kind, record_id, decide_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, subject) DO NOTHING",
-            )
-            .bind(record.provider.as_str())
-            .bind(&request.subject)
-            .bind(request.kind.as_str())
-            .bind(id)
-            .bind(decide_at.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Ingested::Stored { id })
+        self.writer
+            .write(writer::Pending {
+                record: record.clone(),
+                raw: raw.clone(),
+                decision: decision.map(|(d, at)| (d.clone(), at)),
+            })
+            .await
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {

@@ -1,0 +1,675 @@
+//! The service benchmark: `cargo bench --bench service`. In one run on this machine it measures a
+//! bare axum handler (the ceiling), ringback's durable ingest for each provider with wrk, memory,
+//! start-up time and the end-to-end alert latency, then writes the table to BENCHMARKS.md.
+//! It asserts nothing: the figures are read, not tested. Needs `wrk` (Debian: `apt install wrk`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: u32 = 64;
+const SECONDS: u32 = 10;
+const TOKEN: &str = "bench-token";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("reference-server") {
+        return reference_server();
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is not installed: `apt install wrk` (Debian/Ubuntu), then run again");
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let mut report = Report {
+        machine: machine(),
+        ..Default::default()
+    };
+    println!("{}", report.machine);
+
+    let reference = reference();
+    println!("bare axum: {}", reference.line());
+    for provider in &PROVIDERS {
+        let run = ringback_ingest(provider);
+        println!("ringback {}: {}", provider.name, run.load.line());
+        report.ingest.push((provider.name, run));
+    }
+    report.reference = Some(reference);
+    report.startup_empty = Some(startup(0));
+    report.startup_million = Some(startup(1_000_000));
+    println!(
+        "start-up: {:?} empty, {:?} with a million records",
+        report.startup_empty.unwrap(),
+        report.startup_million.unwrap()
+    );
+    report.end_to_end = Some(runtime.block_on(end_to_end::run()));
+    let text = report.markdown();
+    println!("\n{text}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    std::fs::write(&path, text).expect("BENCHMARKS.md is writable");
+    println!("written to {}", path.display());
+}
+
+/// How one provider's webhook is called.
+struct ProviderLoad {
+    name: &'static str,
+    method: &'static str,
+    content_type: &'static str,
+    /// The path (with query for GET) and body; `__ID__` becomes a unique id per request.
+    path: &'static str,
+    body: &'static str,
+}
+
+const PROVIDERS: [ProviderLoad; 3] = [
+    ProviderLoad {
+        name: "telecmi",
+        method: "POST",
+        content_type: "application/json",
+        path: "/webhooks/telecmi",
+        body: r#"{"virtual_number":918044440000,"appid":2222223,"type":"cdr","direction":"inbound","cmiuuid":"__ID__","status":"missed","from":919810000001,"time":1795428000000,"team":"Sales_2222223","hangup_reason":"recv_cancel","conversation_uuid":"__ID__","ivr_name":"salesivr","custom":"{\"key\":\"value\"}","record":false}"#,
+    },
+    ProviderLoad {
+        name: "callr",
+        method: "POST",
+        content_type: "application/json",
+        path: "/webhooks/callr",
+        body: r#"{"billingCredit":"0","billingDebit":"12","callee":"+33187200000","callerName":"ACME Support","callerNumber":"+33612345678","callerRestricted":false,"callid":"__ID__","direction":"inbound","durationAnswered":0,"durationTotal":23,"started":"2026-11-23T09:15:00Z","answered":null,"ended":"2026-11-23T09:15:23Z","hangupCause":16,"scenarioName":"Sales FR","status":"canceled"}"#,
+    },
+    ProviderLoad {
+        name: "callerdesk",
+        method: "GET",
+        content_type: "",
+        path: "/webhooks/callerdesk?CallSid=__ID__&Source=9810000001&Destination=8044440000&CallerNumber=09810000001&Status=NOANSWER&StartTime=2026-11-23%2009:15:00&EndTime=2026-11-23%2009:15:20&CallDuration=20&Direction=IVR&CallGroup=Sales&DialWhomNumber=&RecordingUrl=",
+        body: "",
+    },
+];
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors",
+            self.rate(),
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.errors
+        )
+    }
+}
+
+/// One provider's run against ringback.
+#[derive(Debug, Clone, Copy, Default)]
+struct IngestRun {
+    load: Load,
+    idle_rss_mb: f64,
+    peak_rss_mb: f64,
+    stored: i64,
+}
+
+#[derive(Default)]
+struct Report {
+    machine: String,
+    reference: Option<Load>,
+    ingest: Vec<(&'static str, IngestRun)>,
+    startup_empty: Option<Duration>,
+    startup_million: Option<Duration>,
+    end_to_end: Option<end_to_end::Latency>,
+}
+
+impl Report {
+    fn markdown(&self) -> String {
+        let reference = self.reference.unwrap_or_default();
+        let mut t = String::new();
+        t.push_str("# Benchmarks\n\nRegenerate with `cargo bench --bench service` (needs `wrk`). ");
+        t.push_str(&format!(
+            "Each load is `wrk -t2 -c{CONNECTIONS} -d{SECONDS}s` on loopback with a unique CDR per \
+             request, run on the same machine as the service, in one run.\n\n"
+        ));
+        t.push_str(&format!("**Machine:** {}\n\n", self.machine));
+        t.push_str("## Ingest (acknowledged once durably stored)\n\n");
+        t.push_str("| server | requests/s | vs bare axum | p50 ms | p99 ms | p99.9 ms | errors | stored | idle RSS MB | peak RSS MB |\n");
+        t.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        t.push_str(&format!(
+            "| bare axum (parses the JSON, stores nothing) | {:.0} | 100% | {:.2} | {:.2} | {:.2} | {} | – | – | – |\n",
+            reference.rate(),
+            reference.p50_ms,
+            reference.p99_ms,
+            reference.p999_ms,
+            reference.errors
+        ));
+        for (name, run) in &self.ingest {
+            t.push_str(&format!(
+                "| ringback, {name} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} |\n",
+                run.load.rate(),
+                100.0 * run.load.rate() / reference.rate().max(1.0),
+                run.load.p50_ms,
+                run.load.p99_ms,
+                run.load.p999_ms,
+                run.load.errors,
+                run.stored,
+                run.idle_rss_mb,
+                run.peak_rss_mb
+            ));
+        }
+        t.push_str(
+            "\nGoals: ≥ 50% of bare axum, p99 < 10 ms, idle RSS < 20 MB, peak RSS < 60 MB.\n\n",
+        );
+        t.push_str("## Start-up to ready (`GET /readyz` answers 200)\n\n");
+        t.push_str(&format!(
+            "| database | time |\n|---|---|\n| empty | {:.0} ms |\n| 1,000,000 stored records | {:.0} ms |\n\n",
+            self.startup_empty.unwrap_or_default().as_secs_f64() * 1000.0,
+            self.startup_million.unwrap_or_default().as_secs_f64() * 1000.0
+        ));
+        t.push_str("Goals: < 200 ms empty, < 1 s with a million records.\n\n");
+        if let Some(e) = &self.end_to_end {
+            t.push_str(&e.markdown());
+        }
+        t
+    }
+}
+
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    format!(
+        "{cores} cores ({cpu}), {memory_gib:.0} GiB, Linux {kernel}, SQLite on {}, {}",
+        filesystem(&std::env::temp_dir()),
+        chrono::Utc::now().format("%Y-%m-%d")
+    )
+}
+
+fn filesystem(dir: &Path) -> String {
+    Command::new("df")
+        .args(["-T", "--output=fstype"])
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_owned()))
+        .unwrap_or_else(|| "an unknown filesystem".into())
+}
+
+/// A bare axum server that parses the JSON CDR and answers 200, storing nothing.
+fn reference_server() {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        async fn cdr(
+            axum::Json(body): axum::Json<serde_json::Value>,
+        ) -> axum::Json<serde_json::Value> {
+            axum::Json(serde_json::json!({ "status": "ok", "fields": body.as_object().map_or(0, |o| o.len()) }))
+        }
+        let app = axum::Router::new().route("/webhooks/telecmi", axum::routing::post(cdr));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+fn reference() -> Load {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("reference-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the reference server starts");
+    let port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().parse::<u16>().unwrap()
+    };
+    let load = wrk(port, &PROVIDERS[0]);
+    let _ = child.kill();
+    let _ = child.wait();
+    load
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config for one run: every provider enabled with the bench token, no rate limit.
+fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("ringback.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+rate_limit_per_second = 0
+
+[storage]
+url = "sqlite://{db}"
+
+[providers.telecmi]
+token = "{TOKEN}"
+
+[providers.callr]
+token = "{TOKEN}"
+
+[providers.callerdesk]
+token = "{TOKEN}"
+timezone = "Asia/Kolkata"
+
+[templates]
+dir = "{templates}"
+
+[alerts]
+timezone = "Asia/Kolkata"
+{extra}
+"#,
+            db = dir.join("ringback.db").display(),
+            templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+const ROUTE: &str = r#"
+[receivers.desk]
+telegram = []
+
+[[routes]]
+name = "all"
+receiver = "desk"
+"#;
+
+/// Starts ringback on `config` and waits for `/readyz`; returns it and how long that took.
+// The caller owns the child and stops it with `stop`, which waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_ringback(config: &Path, port: u16) -> (Child, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringback"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ringback starts");
+    let address = format!("127.0.0.1:{port}");
+    loop {
+        if ready(&address) {
+            return (child, started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringback did not become ready within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `GET /readyz` answers 200.
+fn ready(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// VmRSS and VmHWM (peak) of a process, in MB.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn ringback_ingest(provider: &ProviderLoad) -> IngestRun {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, ROUTE);
+    let (child, _) = start_ringback(&config, port);
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle, _) = rss_mb(child.id());
+    let load = wrk(port, provider);
+    let (_, peak) = rss_mb(child.id());
+    stop(child);
+    let stored = count_records(&dir.path().join("ringback.db"));
+    IngestRun {
+        load,
+        idle_rss_mb: idle,
+        peak_rss_mb: peak,
+        stored,
+    }
+}
+
+fn count_records(db: &Path) -> i64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = ringback::store::Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store.count_records().await.unwrap()
+    })
+}
+
+/// Runs wrk against `port` with `provider`'s requests, a unique id in each.
+fn wrk(port: u16, provider: &ProviderLoad) -> Load {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("load.lua");
+    let content_type = if provider.content_type.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "wrk.headers[\"Content-Type\"] = \"{}\"\n",
+            provider.content_type
+        )
+    };
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+wrk.method = "{method}"
+wrk.headers["X-Ringback-Token"] = "{TOKEN}"
+{content_type}
+local body = [=[{body}]=]
+local path = [=[{path}]=]
+local n = 0
+local prefix = "p"
+function init(args)
+  prefix = string.format("%d%s", os.time(), tostring({{}}):sub(8))
+end
+function request()
+  n = n + 1
+  local id = prefix .. "n" .. n
+  local b = nil
+  if #body > 0 then b = (body:gsub("__ID__", id)) end
+  return wrk.format(nil, (path:gsub("__ID__", id)), nil, b)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"#,
+            method = provider.method,
+            body = provider.body,
+            path = provider.path,
+        ),
+    )
+    .unwrap();
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("wrk printed no result: {text}"));
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    Load {
+        requests: n[0] as u64,
+        seconds: n[1] / 1e6,
+        errors: n[2] as u64,
+        p50_ms: n[3] / 1000.0,
+        p99_ms: n[4] / 1000.0,
+        p999_ms: n[5] / 1000.0,
+    }
+}
+
+/// Median start-up time over three starts, on a database holding `records` call records.
+fn startup(records: i64) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, ROUTE);
+    // A first start creates the schema.
+    let (child, _) = start_ringback(&config, port);
+    stop(child);
+    if records > 0 {
+        fill(&dir.path().join("ringback.db"), records);
+    }
+    let mut times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let (child, took) = start_ringback(&config, port);
+            stop(child);
+            took
+        })
+        .collect();
+    times.sort();
+    times[1]
+}
+
+/// Adds `records` answered call records (with their decisions taken) straight into the database.
+fn fill(db: &Path, records: i64) {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        sqlx::query(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {records}) \
+             INSERT INTO call_records (provider, dedup_key, call_id, conversation_id, leg, \
+             direction, outcome, caller, caller_e164, extra, received_at) \
+             SELECT 'telecmi', 'fill-' || i, 'fill-' || i, 'fill-' || i, 'a', 'inbound', \
+             'answered', '9198' || (i % 100000), '+9198' || (i % 100000), '{{}}', {now} - i * 1000 FROM n"
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    });
+}
+
+mod end_to_end {
+    //! Missed calls at a steady rate over many chats, against a fake Bot API that notes when
+    //! each `sendMessage` arrives: the time from the webhook's 200 (the record stored) to it.
+
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    pub const RATE: u32 = 1_000;
+    pub const CHATS: i64 = 100;
+    const SECONDS: u64 = 10;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Latency {
+        pub sent: usize,
+        pub received: usize,
+        pub p50_ms: f64,
+        pub p99_ms: f64,
+        pub max_ms: f64,
+        pub held_by_limits: usize,
+    }
+
+    impl Latency {
+        pub fn markdown(&self) -> String {
+            format!(
+                "## End to end: missed call stored → Telegram `sendMessage` made\n\n\
+                 {RATE} missed calls/s for {SECONDS} s over {CHATS} chats, settle and group windows 0, \
+                 against a fake Bot API on loopback.\n\n\
+                 | calls stored | sendMessage requests | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n\
+                 | {} | {} | {:.2} | {:.2} | {:.1} |\n\n\
+                 Goals: p50 < 5 ms, p99 < 50 ms. Telegram allows a bot 30 messages/s in all and 1 per \
+                 second per chat; {} of the calls had to wait for those limits, and their latency is the \
+                 wait ringback must keep.\n",
+                self.sent,
+                self.received,
+                self.p50_ms,
+                self.p99_ms,
+                self.max_ms,
+                self.held_by_limits
+            )
+        }
+    }
+
+    pub async fn run() -> Latency {
+        let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let telegram = fake_telegram(arrivals.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let mut routes = String::from("settle_seconds = 0\n\n[telegram]\ntoken = \"1:bench\"\n");
+        routes.push_str(&format!("api_url = \"{telegram}\"\n"));
+        for chat in 0..CHATS {
+            routes.push_str(&format!(
+                "\n[receivers.r{chat}]\ntelegram = [{}]\n\n[[routes]]\nname = \"r{chat}\"\n\
+                 match = {{ called = \"+9180444{chat:05}\" }}\nreceiver = \"r{chat}\"\n",
+                -1_000_000_000_000 - chat
+            ));
+        }
+        let config = super::write_config(dir.path(), port, &routes);
+        let (child, _) = super::start_ringback(&config, port);
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/webhooks/telecmi");
+        let stored: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(RATE)));
+        let total = RATE as usize * SECONDS as usize;
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            tick.tick().await;
+            let (client, url, stored) = (client.clone(), url.clone(), stored.clone());
+            tasks.push(tokio::spawn(async move {
+                let caller = format!("9198{:08}", i);
+                let body = serde_json::json!({
+                    "virtual_number": format!("9180444{:05}", (i as i64) % CHATS).parse::<u64>().unwrap(),
+                    "type": "cdr", "direction": "inbound", "cmiuuid": format!("e2e-{i}"),
+                    "conversation_uuid": format!("e2e-{i}"), "status": "missed",
+                    "from": caller.parse::<u64>().unwrap(), "time": chrono::Utc::now().timestamp_millis(),
+                    "team": "Sales", "appid": 1
+                });
+                let answer = client
+                    .post(&url)
+                    .header("X-Ringback-Token", super::TOKEN)
+                    .json(&body)
+                    .send()
+                    .await;
+                if answer.is_ok_and(|a| a.status().is_success()) {
+                    stored.lock().unwrap().insert(caller, Instant::now());
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Let what the limits held back go out (or not) for a while.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        super::stop(child);
+        let stored = stored.lock().unwrap().clone();
+        let arrivals = arrivals.lock().unwrap().clone();
+        let mut latencies: Vec<f64> = arrivals
+            .iter()
+            .filter_map(|(caller, at)| {
+                let from = stored.get(caller)?;
+                Some(at.saturating_duration_since(*from).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        Latency {
+            sent: stored.len(),
+            received: arrivals.len(),
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+            max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+            held_by_limits: stored.len().saturating_sub(arrivals.len()),
+        }
+    }
+
+    /// Answers `sendMessage` at once, noting when each message (by its caller line) arrived.
+    async fn fake_telegram(arrivals: Arc<Mutex<HashMap<String, Instant>>>) -> String {
+        use axum::Json;
+        use axum::extract::{Path, State};
+        use serde_json::{Value, json};
+        async fn handle(
+            State(arrivals): State<Arc<Mutex<HashMap<String, Instant>>>>,
+            Path((_bot, method)): Path<(String, String)>,
+            Json(body): Json<Value>,
+        ) -> Json<Value> {
+            let now = Instant::now();
+            if method.eq_ignore_ascii_case("sendMessage") {
+                let text = body["text"].as_str().unwrap_or_default();
+                if let Some(line) = text.lines().find(|l| l.starts_with("From:")) {
+                    let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+                    arrivals.lock().unwrap().entry(digits).or_insert(now);
+                }
+            }
+            let chat = body["chat_id"].as_i64().unwrap_or(1);
+            Json(json!({ "ok": true, "result": {
+                "message_id": 1, "date": 0, "text": "x",
+                "chat": { "id": chat, "type": "supergroup", "title": "bench" }
+            }}))
+        }
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", axum::routing::post(handle))
+            .with_state(arrivals);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+}

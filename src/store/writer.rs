@@ -1,0 +1,311 @@
+//! Group commit for webhooks: one task writes the records that arrived together in one
+//! transaction, so they share one fsync, and answers each request once that commit is done.
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{Ingested, RawRequest, StoreError, headers_json};
+use crate::classify::DecisionRequest;
+use crate::domain::CallRecord;
+
+/// Records per transaction at most: enough to absorb a burst, small enough that no request waits
+/// long behind a transaction.
+const MAX_BATCH: usize = 256;
+
+/// A record waiting to be written.
+pub(super) struct Pending {
+    pub record: CallRecord,
+    pub raw: RawRequest,
+    pub decision: Option<(DecisionRequest, DateTime<Utc>)>,
+}
+
+type Reply = oneshot::Sender<Result<Ingested, StoreError>>;
+
+/// The handle requests write through; the task ends when the last handle is dropped.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<(Pending, Reply)>,
+}
+
+impl Writer {
+    pub fn start(pool: AnyPool) -> Writer {
+        let (queue, received) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(pool, received));
+        Writer { queue }
+    }
+
+    /// Writes `pending` and returns once it is committed (or could not be).
+    pub async fn write(&self, pending: Pending) -> Result<Ingested, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Corrupt("the storage writer has stopped".into());
+        self.queue
+            .send((pending, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(pool: AnyPool, mut received: mpsc::Receiver<(Pending, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Whatever arrived while the last transaction was being committed forms the next one: under
+    // load batches grow by themselves, and a lone request is written at once.
+    while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write(&pool, &batch).await {
+            Ok(results) => {
+                metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(_) => {
+                // One bad record must not fail the others: each is tried alone, and only the one
+                // that cannot be written is refused (and so sent again by its provider).
+                for (pending, reply) in batch.drain(..) {
+                    let result = write(&pool, std::slice::from_ref(&(pending, ())))
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn write<R>(pool: &AnyPool, batch: &[(Pending, R)]) -> Result<Vec<Ingested>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let results = insert_batch(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+const RECORD_COLUMNS: usize = 26;
+
+/// Writes a batch with three statements whatever its size (records, requests, decisions): each
+/// statement is a round trip to the database, and they, not the rows, are what costs.
+async fn insert_batch<R>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &[(Pending, R)],
+) -> Result<Vec<Ingested>, StoreError> {
+    // A record sent twice within one batch is stored by its first send; the others are resends.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut firsts = Vec::new();
+    let mut repeats = Vec::new();
+    for (i, (p, _)) in batch.iter().enumerate() {
+        let key = (p.record.provider.as_str(), p.record.dedup_key.as_str());
+        match first_of.get(&key) {
+            Some(&first) => repeats.push((i, first)),
+            None => {
+                first_of.insert(key, i);
+                firsts.push(i);
+            }
+        }
+    }
+    let sql = format!(
+        "INSERT INTO call_records (provider, dedup_key, call_id, conversation_id, leg, direction, \
+         outcome, provider_status, caller, caller_e164, caller_name, called, called_e164, agent, \
+         agent_phone, agent_phone_e164, call_group, started_at, answered_at, ended_at, \
+         ring_seconds, talk_seconds, hangup, recording, extra, received_at) VALUES {} \
+         ON CONFLICT (provider, dedup_key) DO UPDATE \
+         SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
+         RETURNING id, resends, provider, dedup_key",
+        placeholders(firsts.len(), RECORD_COLUMNS)
+    );
+    let phone = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
+    let e164 = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().and_then(|p| p.e164.clone());
+    let mut query = sqlx::query(&sql);
+    for &i in &firsts {
+        let (p, _) = &batch[i];
+        let record = &p.record;
+        query = query
+            .bind(record.provider.as_str())
+            .bind(&record.dedup_key)
+            .bind(&record.call_id)
+            .bind(&record.conversation_id)
+            .bind(record.leg.as_str())
+            .bind(record.direction.as_str())
+            .bind(record.outcome.as_str())
+            .bind(&record.provider_status)
+            .bind(phone(&record.caller))
+            .bind(e164(&record.caller))
+            .bind(&record.caller_name)
+            .bind(phone(&record.called))
+            .bind(e164(&record.called))
+            .bind(&record.agent)
+            .bind(phone(&record.agent_phone))
+            .bind(e164(&record.agent_phone))
+            .bind(&record.group)
+            .bind(record.started_at.map(|t| t.timestamp_millis()))
+            .bind(record.answered_at.map(|t| t.timestamp_millis()))
+            .bind(record.ended_at.map(|t| t.timestamp_millis()))
+            .bind(record.ring_seconds)
+            .bind(record.talk_seconds)
+            .bind(&record.hangup)
+            .bind(&record.recording)
+            .bind(serde_json::to_string(&record.extra).expect("a string map serializes"))
+            .bind(p.raw.received_at.timestamp_millis());
+    }
+    // RETURNING gives rows in no promised order: they are matched back by their key.
+    let mut written: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        written.insert(
+            (row.try_get("provider")?, row.try_get("dedup_key")?),
+            (row.try_get("id")?, row.try_get("resends")?),
+        );
+    }
+    let mut results = vec![Ingested::Duplicate { id: 0 }; batch.len()];
+    let mut new = Vec::new();
+    for &i in &firsts {
+        let record = &batch[i].0.record;
+        let key = (
+            record.provider.as_str().to_owned(),
+            record.dedup_key.clone(),
+        );
+        let &(id, resends) = written
+            .get(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("no row came back for {key:?}")))?;
+        results[i] = if resends > 0 {
+            Ingested::Duplicate { id }
+        } else {
+            new.push((i, id));
+            Ingested::Stored { id }
+        };
+    }
+    for &(i, first) in &repeats {
+        let id = match results[first] {
+            Ingested::Stored { id } | Ingested::Duplicate { id } => id,
+        };
+        results[i] = Ingested::Duplicate { id };
+        sqlx::query(
+            "UPDATE call_records SET resends = resends + 1, last_resent_at = $1 WHERE id = $2",
+        )
+        .bind(batch[i].0.raw.received_at.timestamp_millis())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if new.is_empty() {
+        return Ok(results);
+    }
+    let sql = format!(
+        "INSERT INTO raw_requests (call_record_id, method, path, query, headers, body, \
+         remote_addr, received_at) VALUES {}",
+        placeholders(new.len(), 8)
+    );
+    let mut query = sqlx::query(&sql);
+    for &(i, id) in &new {
+        let raw = &batch[i].0.raw;
+        query = query
+            .bind(id)
+            .bind(&raw.method)
+            .bind(&raw.path)
+            .bind(&raw.query)
+            .bind(headers_json(&raw.headers))
+            .bind(raw.body.clone())
+            .bind(&raw.remote_addr)
+            .bind(raw.received_at.timestamp_millis());
+    }
+    query.execute(&mut **tx).await?;
+    let deciding: Vec<(usize, i64)> = new
+        .iter()
+        .copied()
+        .filter(|(i, _)| batch[*i].0.decision.is_some())
+        .collect();
+    if deciding.is_empty() {
+        return Ok(results);
+    }
+    // The first deciding record of a call opens its settle window; records arriving later join
+    // that window, and after it closes they never alert again.
+    let sql = format!(
+        "INSERT INTO decisions (provider, subject, kind, record_id, decide_at) VALUES {} \
+         ON CONFLICT (provider, subject) DO NOTHING",
+        placeholders(deciding.len(), 5)
+    );
+    let mut query = sqlx::query(&sql);
+    for &(i, id) in &deciding {
+        let p = &batch[i].0;
+        let (request, decide_at) = p.decision.as_ref().expect("filtered on decisions");
+        query = query
+            .bind(p.record.provider.as_str())
+            .bind(&request.subject)
+            .bind(request.kind.as_str())
+            .bind(id)
+            .bind(decide_at.timestamp_millis());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(results)
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let values: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Ingested, RawRequest, Store};
+    use crate::domain::{CallRecord, test_record};
+
+    fn raw() -> RawRequest {
+        RawRequest {
+            method: "POST".into(),
+            path: "/webhooks/telecmi".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            remote_addr: None,
+            received_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn placeholders_number_every_value() {
+        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_written_together_are_each_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        // 40 different records and 40 sends of one record, all at once.
+        let record = |key: String| CallRecord {
+            dedup_key: key.clone(),
+            call_id: key,
+            ..test_record()
+        };
+        let writes = (0..80).map(|i| {
+            let store = store.clone();
+            let r = if i % 2 == 0 {
+                record(format!("unique-{i}"))
+            } else {
+                record("resent".into())
+            };
+            tokio::spawn(async move { store.ingest(&r, &raw(), None).await.unwrap() })
+        });
+        let mut stored = 0;
+        let mut duplicates = 0;
+        for w in writes.collect::<Vec<_>>() {
+            match w.await.unwrap() {
+                Ingested::Stored { .. } => stored += 1,
+                Ingested::Duplicate { .. } => duplicates += 1,
+            }
+        }
+        assert_eq!((stored, duplicates), (41, 39));
+        assert_eq!(store.count_records().await.unwrap(), 41);
+    }
+}
