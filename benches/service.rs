@@ -55,7 +55,8 @@ struct ProviderLoad {
     name: &'static str,
     method: &'static str,
     content_type: &'static str,
-    /// The path (with query for GET) and body; `__ID__` becomes a unique id per request.
+    /// The path (with query for GET) and body; `__ID__` becomes a unique id per request, and
+    /// `__NUM__` a caller's number (ten calls from each: repeat callers, as on a busy day).
     path: &'static str,
     body: &'static str,
 }
@@ -66,20 +67,20 @@ const PROVIDERS: [ProviderLoad; 3] = [
         method: "POST",
         content_type: "application/json",
         path: "/webhooks/telecmi",
-        body: r#"{"virtual_number":918044440000,"appid":2222223,"type":"cdr","direction":"inbound","cmiuuid":"__ID__","status":"missed","from":919810000001,"time":1795428000000,"team":"Sales_2222223","hangup_reason":"recv_cancel","conversation_uuid":"__ID__","ivr_name":"salesivr","custom":"{\"key\":\"value\"}","record":false}"#,
+        body: r#"{"virtual_number":918044440000,"appid":2222223,"type":"cdr","direction":"inbound","cmiuuid":"__ID__","status":"missed","from":__NUM__,"time":1795428000000,"team":"Sales_2222223","hangup_reason":"recv_cancel","conversation_uuid":"__ID__","ivr_name":"salesivr","custom":"{\"key\":\"value\"}","record":false}"#,
     },
     ProviderLoad {
         name: "callr",
         method: "POST",
         content_type: "application/json",
         path: "/webhooks/callr",
-        body: r#"{"billingCredit":"0","billingDebit":"12","callee":"+33187200000","callerName":"ACME Support","callerNumber":"+33612345678","callerRestricted":false,"callid":"__ID__","direction":"inbound","durationAnswered":0,"durationTotal":23,"started":"2026-11-23T09:15:00Z","answered":null,"ended":"2026-11-23T09:15:23Z","hangupCause":16,"scenarioName":"Sales FR","status":"canceled"}"#,
+        body: r#"{"billingCredit":"0","billingDebit":"12","callee":"+33187200000","callerName":"ACME Support","callerNumber":"+__NUM__","callerRestricted":false,"callid":"__ID__","direction":"inbound","durationAnswered":0,"durationTotal":23,"started":"2026-11-23T09:15:00Z","answered":null,"ended":"2026-11-23T09:15:23Z","hangupCause":16,"scenarioName":"Sales FR","status":"canceled"}"#,
     },
     ProviderLoad {
         name: "callerdesk",
         method: "GET",
         content_type: "",
-        path: "/webhooks/callerdesk?CallSid=__ID__&Source=9810000001&Destination=8044440000&CallerNumber=09810000001&Status=NOANSWER&StartTime=2026-11-23%2009:15:00&EndTime=2026-11-23%2009:15:20&CallDuration=20&Direction=IVR&CallGroup=Sales&DialWhomNumber=&RecordingUrl=",
+        path: "/webhooks/callerdesk?CallSid=__ID__&Source=9810000001&Destination=8044440000&CallerNumber=__NUM__&Status=NOANSWER&StartTime=2026-11-23%2009:15:00&EndTime=2026-11-23%2009:15:20&CallDuration=20&Direction=IVR&CallGroup=Sales&DialWhomNumber=&RecordingUrl=",
         body: "",
     },
 ];
@@ -261,7 +262,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A config for one run: every provider enabled with the bench token, no rate limit.
+/// A config for one run: every provider enabled with the bench token, no rate limit, the
+/// database in `data/` beside the config as in the shipped layout.
 fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let path = dir.join("ringback.toml");
     std::fs::write(
@@ -292,7 +294,7 @@ dir = "{templates}"
 timezone = "Asia/Kolkata"
 {extra}
 "#,
-            db = dir.join("ringback.db").display(),
+            db = dir.join("data/ringback.db").display(),
             templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
         ),
     )
@@ -379,7 +381,7 @@ fn ringback_ingest(provider: &ProviderLoad) -> IngestRun {
     let load = wrk(port, provider);
     let (_, peak) = rss_mb(child.id());
     stop(child);
-    let stored = count_records(&dir.path().join("ringback.db"));
+    let stored = count_records(&dir.path().join("data/ringback.db"));
     IngestRun {
         load,
         idle_rss_mb: idle,
@@ -421,15 +423,21 @@ local body = [=[{body}]=]
 local path = [=[{path}]=]
 local n = 0
 local prefix = "p"
+local base = 0
 function init(args)
   prefix = string.format("%d%s", os.time(), tostring({{}}):sub(8))
+  base = tonumber(tostring({{}}):sub(-5), 16) * 1000
+end
+local function fill(text, id, num)
+  return (text:gsub("__ID__", id):gsub("__NUM__", num))
 end
 function request()
   n = n + 1
   local id = prefix .. "n" .. n
+  local num = string.format("91980%07d", (base + math.floor(n / 10)) % 10000000)
   local b = nil
-  if #body > 0 then b = (body:gsub("__ID__", id)) end
-  return wrk.format(nil, (path:gsub("__ID__", id)), nil, b)
+  if #body > 0 then b = fill(body, id, num) end
+  return wrk.format(nil, fill(path, id, num), nil, b)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -485,7 +493,7 @@ fn startup(records: i64) -> Duration {
     let (child, _) = start_ringback(&config, port);
     stop(child);
     if records > 0 {
-        fill(&dir.path().join("ringback.db"), records);
+        fill(&dir.path().join("data/ringback.db"), records);
     }
     let mut times: Vec<Duration> = (0..3)
         .map(|_| {

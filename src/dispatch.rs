@@ -296,12 +296,11 @@ impl Dispatcher {
         let Some(caller) = &record.caller else {
             return Ok(0);
         };
-        let key = caller.e164.as_deref().unwrap_or(&caller.raw);
         let alerting: Vec<Outcome> = Outcome::ALL
             .into_iter()
             .filter(|o| !matches!(o, Outcome::Answered | Outcome::NotACallResult))
             .collect();
-        self.store.count_calls_from(key, &alerting, since).await
+        self.store.count_calls_from(caller, &alerting, since).await
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -241,9 +241,20 @@ impl Live {
         use notify::Watcher;
         let source = self.source.as_ref()?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+        let config_name = source.path.file_name().map(ToOwned::to_owned);
+        let templates = self.current().config.templates.dir.clone();
+        let watched_templates = templates.clone();
+        // Only the config file and the templates count: a database or log written in the same
+        // folder must not reload the config at every write.
+        let relevant = move |path: &std::path::Path| {
+            path.file_name()
+                .is_some_and(|n| Some(n) == config_name.as_deref())
+                || path.starts_with(&watched_templates)
+        };
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
                 && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
+                && event.paths.iter().any(|p| relevant(p))
             {
                 let _ = tx.try_send(());
             }
@@ -256,7 +267,6 @@ impl Live {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."))
             .to_owned();
-        let templates = self.current().config.templates.dir.clone();
         for dir in [config_dir, templates] {
             if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a folder for changes");

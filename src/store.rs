@@ -127,7 +127,7 @@ impl Store {
             .await
             .map_err(StoreError::Connect)?;
         let store = Store {
-            writer: writer::Writer::start(pool.clone()),
+            writer: writer::Writer::start(pool.clone(), backend),
             pool,
             backend,
         };
@@ -475,7 +475,7 @@ impl Store {
     /// Call-level records from `caller` with one of `outcomes`, received since `since`.
     pub async fn count_calls_from(
         &self,
-        caller: &str,
+        caller: &PhoneNumber,
         outcomes: &[Outcome],
         since: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
@@ -484,15 +484,18 @@ impl Store {
         }
         let placeholders: Vec<String> =
             (0..outcomes.len()).map(|i| format!("${}", i + 3)).collect();
+        // One column per case, so each reads its index (caller_e164 or caller, received_at)
+        // rather than scanning every record.
+        let (column, key) = match &caller.e164 {
+            Some(e164) => ("caller_e164", e164),
+            None => ("caller_e164 IS NULL AND caller", &caller.raw),
+        };
         let sql = format!(
             "SELECT COUNT(DISTINCT conversation_id) AS n FROM call_records \
-             WHERE COALESCE(caller_e164, caller) = $1 AND received_at >= $2 AND leg = 'a' \
-             AND outcome IN ({})",
+             WHERE {column} = $1 AND received_at >= $2 AND leg = 'a' AND outcome IN ({})",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql)
-            .bind(caller)
-            .bind(since.timestamp_millis());
+        let mut query = sqlx::query(&sql).bind(key).bind(since.timestamp_millis());
         for o in outcomes {
             query = query.bind(o.as_str());
         }

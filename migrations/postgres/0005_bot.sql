@@ -9,6 +9,8 @@ ALTER TABLE alerts ADD COLUMN reached_by TEXT;
 ALTER TABLE alerts ADD COLUMN reached_at BIGINT;
 CREATE INDEX alerts_open_by_number ON alerts (number, handled_at, reached_at);
 CREATE INDEX outbox_by_message ON outbox (destination, message_id);
+-- Repeat callers whose number could not be read as E.164 are counted by the number as sent.
+CREATE INDEX call_records_by_raw_caller ON call_records (caller, received_at);
 
 -- Telegram messages whose text or buttons must be brought up to date (a press, a resolution).
 CREATE TABLE telegram_edits (

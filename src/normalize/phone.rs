@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use crate::domain::PhoneNumber;
 
 /// An ISO 3166 region code such as `IN` or `FR`, used for numbers that carry no country code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Region(pub country::Id);
 
 impl Default for Region {
@@ -59,7 +59,29 @@ pub fn normalize(raw: &str, region: Region) -> Option<PhoneNumber> {
     })
 }
 
+/// Reading a number against the numbering plans costs tens of microseconds, and the same numbers
+/// come back all day (a line's own number in every record, repeat callers): answers are kept,
+/// up to a bound, after which the cache starts again.
 fn to_e164(raw: &str, region: Region) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    type Cache = Mutex<HashMap<(String, Region), Option<String>>>;
+    static CACHE: LazyLock<Cache> = LazyLock::new(Mutex::default);
+    const ENTRIES: usize = 10_000;
+    let key = (raw.to_owned(), region);
+    if let Some(known) = CACHE.lock().expect("not poisoned").get(&key) {
+        return known.clone();
+    }
+    let e164 = read_e164(raw, region);
+    let mut cache = CACHE.lock().expect("not poisoned");
+    if cache.len() >= ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, e164.clone());
+    e164
+}
+
+fn read_e164(raw: &str, region: Region) -> Option<String> {
     let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
     let candidates: Vec<(Option<country::Id>, String)> = if raw.starts_with('+') {
         vec![(None, format!("+{digits}"))]

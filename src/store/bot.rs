@@ -429,7 +429,8 @@ pub(super) async fn resolve(
         let rows = sqlx::query(
             "UPDATE alerts SET reached_by = $1, reached_at = $2 WHERE number = $3 \
              AND kind = 'missed_call' AND handled_at IS NULL AND reached_at IS NULL \
-             AND record_id IN (SELECT id FROM call_records WHERE received_at <= $4) RETURNING id",
+             AND EXISTS (SELECT 1 FROM call_records r WHERE r.id = alerts.record_id \
+             AND r.received_at <= $4) RETURNING id",
         )
         .bind(resolution.agent.clone())
         .bind(resolution.at.timestamp_millis())

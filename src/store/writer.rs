@@ -2,14 +2,15 @@
 //! transaction, so they share one fsync, and answers each request once that commit is done.
 
 use chrono::{DateTime, Utc};
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Ingested, RawRequest, StoreError, headers_json};
+use super::{Backend, Ingested, RawRequest, StoreError, headers_json};
 use crate::classify::DecisionRequest;
 use crate::domain::CallRecord;
 
@@ -33,9 +34,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn start(pool: AnyPool) -> Writer {
+    pub fn start(pool: AnyPool, backend: Backend) -> Writer {
         let (queue, received) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, received));
+        tokio::spawn(run(pool, backend, received));
         Writer { queue }
     }
 
@@ -51,25 +52,41 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, mut received: mpsc::Receiver<(Pending, Reply)>) {
+async fn run(pool: AnyPool, backend: Backend, mut received: mpsc::Receiver<(Pending, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One connection while batches follow each other: SQLite's page cache belongs to a
+    // connection and is dropped when another connection has written since, so a writer moving
+    // between pooled connections would re-read its index pages on every transaction.
+    let mut connection: Option<PoolConnection<Any>> = None;
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
     while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write(&pool, &batch).await {
+        let started = std::time::Instant::now();
+        match write(&pool, backend, &mut connection, &batch).await {
             Ok(results) => {
                 metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
+                metrics::histogram!("ringback_ingest_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));
+                }
+                // Idle, the connection goes back to the pool, which can then close.
+                if received.is_empty() {
+                    connection = None;
                 }
             }
             Err(_) => {
                 // One bad record must not fail the others: each is tried alone, and only the one
                 // that cannot be written is refused (and so sent again by its provider).
                 for (pending, reply) in batch.drain(..) {
-                    let result = write(&pool, std::slice::from_ref(&(pending, ())))
-                        .await
-                        .map(|mut r| r.remove(0));
+                    let result = write(
+                        &pool,
+                        backend,
+                        &mut connection,
+                        std::slice::from_ref(&(pending, ())),
+                    )
+                    .await
+                    .map(|mut r| r.remove(0));
                     let _ = reply.send(result);
                 }
             }
@@ -77,11 +94,28 @@ async fn run(pool: AnyPool, mut received: mpsc::Receiver<(Pending, Reply)>) {
     }
 }
 
-async fn write<R>(pool: &AnyPool, batch: &[(Pending, R)]) -> Result<Vec<Ingested>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let results = insert_batch(&mut tx, batch).await?;
-    tx.commit().await?;
-    Ok(results)
+async fn write<R>(
+    pool: &AnyPool,
+    backend: Backend,
+    connection: &mut Option<PoolConnection<Any>>,
+    batch: &[(Pending, R)],
+) -> Result<Vec<Ingested>, StoreError> {
+    let conn = match connection {
+        Some(conn) => conn,
+        None => connection.insert(pool.acquire().await?),
+    };
+    let result = async {
+        let mut tx = conn.begin().await?;
+        let results = insert_batch(&mut tx, backend, batch).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+    .await;
+    if result.is_err() {
+        // A connection that failed may be broken: the next batch takes a fresh one.
+        *connection = None;
+    }
+    result
 }
 
 const RECORD_COLUMNS: usize = 26;
@@ -90,6 +124,7 @@ const RECORD_COLUMNS: usize = 26;
 /// statement is a round trip to the database, and they, not the rows, are what costs.
 async fn insert_batch<R>(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     batch: &[(Pending, R)],
 ) -> Result<Vec<Ingested>, StoreError> {
     // A record sent twice within one batch is stored by its first send; the others are resends.
@@ -114,7 +149,7 @@ async fn insert_batch<R>(
          ON CONFLICT (provider, dedup_key) DO UPDATE \
          SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
          RETURNING id, resends, provider, dedup_key",
-        placeholders(firsts.len(), RECORD_COLUMNS)
+        placeholders(backend, firsts.len(), RECORD_COLUMNS)
     );
     let phone = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
     let e164 = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().and_then(|p| p.e164.clone());
@@ -195,7 +230,7 @@ async fn insert_batch<R>(
     let sql = format!(
         "INSERT INTO raw_requests (call_record_id, method, path, query, headers, body, \
          remote_addr, received_at) VALUES {}",
-        placeholders(new.len(), 8)
+        placeholders(backend, new.len(), 8)
     );
     let mut query = sqlx::query(&sql);
     for &(i, id) in &new {
@@ -224,7 +259,7 @@ async fn insert_batch<R>(
     let sql = format!(
         "INSERT INTO decisions (provider, subject, kind, record_id, decide_at) VALUES {} \
          ON CONFLICT (provider, subject) DO NOTHING",
-        placeholders(deciding.len(), 5)
+        placeholders(backend, deciding.len(), 5)
     );
     let mut query = sqlx::query(&sql);
     for &(i, id) in &deciding {
@@ -241,12 +276,17 @@ async fn insert_batch<R>(
     Ok(results)
 }
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values on PostgreSQL; `(?, ?), (?, ?)` on
+/// SQLite, where binding numbered parameters looks each name up in a list, which takes time in
+/// the square of a batch's size.
+fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|r| {
             let values: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
+                .map(|c| match backend {
+                    Backend::Postgres => format!("${}", r * columns + c),
+                    Backend::Sqlite => "?".to_owned(),
+                })
                 .collect();
             format!("({})", values.join(", "))
         })
@@ -273,7 +313,12 @@ mod tests {
 
     #[test]
     fn placeholders_number_every_value() {
-        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        use super::{Backend, placeholders};
+        assert_eq!(
+            placeholders(Backend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
