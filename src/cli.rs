@@ -75,6 +75,16 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Ingest a backlog of recorded provider requests (JSON Lines: method, path, query, headers,
+    /// body), skipping what is already stored, then decide and send their alerts, grouped per chat
+    /// and within Telegram's limits.
+    Replay {
+        /// The JSON Lines file.
+        file: PathBuf,
+        /// The config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Look at or send an email digest.
     Digest {
         #[command(subcommand)]
@@ -125,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Digest { action, config } => digest(action, &config).await,
+        Command::Replay { file, config } => replay(&file, &config).await,
         Command::Export {
             from,
             to,
@@ -298,4 +309,51 @@ fn parse_time(text: &str, tz: chrono_tz::Tz) -> anyhow::Result<DateTime<Utc>> {
         .earliest()
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(|| anyhow::anyhow!("`{text}` does not exist in {tz} (a daylight-saving gap)"))
+}
+
+async fn replay(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let config = config::load(config)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let store = Store::open(&config.storage.url).await?;
+    let (ingest, pipeline, config) =
+        crate::replay::build(config, store.clone(), crate::clock::Clock::System)?;
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let bar = ProgressBar::new(lines as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} requests, {per_sec}, {eta} left")
+            .expect("a valid template"),
+    );
+    let summary = crate::replay::ingest(&ingest, &config, &text, &|| bar.inc(1)).await;
+    bar.finish();
+    println!(
+        "{} stored, {} already stored, {} refused",
+        summary.stored,
+        summary.duplicates,
+        summary.refused.len()
+    );
+    for (line, why) in summary.refused.iter().take(20) {
+        println!("  line {line}: {why}");
+    }
+    let spinner = ProgressBar::new_spinner();
+    loop {
+        pipeline.run_until_idle().await?;
+        let Some(next) = pipeline.next_due().await? else {
+            break;
+        };
+        let (waiting, _) = store.outbox_backlog().await?;
+        spinner.set_message(format!(
+            "{waiting} alert messages waiting (grouped per chat, within Telegram's limits); \
+             Ctrl-C leaves them to the service"
+        ));
+        spinner.tick();
+        let wait = (next - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+    }
+    spinner.finish_with_message("every alert is decided and sent");
+    store.close().await;
+    Ok(())
 }

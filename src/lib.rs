@@ -19,6 +19,7 @@ pub mod normalize;
 pub mod pipeline;
 pub mod reload;
 pub mod render;
+pub mod replay;
 pub mod route;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod operations;
 mod refusals;
+mod replay;
 mod routing;
 mod telecmi;
 
