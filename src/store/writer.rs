@@ -121,7 +121,9 @@ async fn write<R>(
 const RECORD_COLUMNS: usize = 26;
 
 /// Writes a batch with three statements whatever its size (records, requests, decisions): each
-/// statement is a round trip to the database, and they, not the rows, are what costs.
+/// statement is a round trip to the database, and they, not the rows, are what costs. The
+/// statements are not kept prepared: each batch size is another statement, and a cache of large
+/// ones would hold tens of megabytes.
 async fn insert_batch<R>(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
@@ -153,7 +155,7 @@ async fn insert_batch<R>(
     );
     let phone = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
     let e164 = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().and_then(|p| p.e164.clone());
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(false);
     for &i in &firsts {
         let (p, _) = &batch[i];
         let record = &p.record;
@@ -232,7 +234,7 @@ async fn insert_batch<R>(
          remote_addr, received_at) VALUES {}",
         placeholders(backend, new.len(), 8)
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(false);
     for &(i, id) in &new {
         let raw = &batch[i].0.raw;
         query = query
@@ -261,7 +263,7 @@ async fn insert_batch<R>(
          ON CONFLICT (provider, subject) DO NOTHING",
         placeholders(backend, deciding.len(), 5)
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(false);
     for &(i, id) in &deciding {
         let p = &batch[i].0;
         let (request, decide_at) = p.decision.as_ref().expect("filtered on decisions");
