@@ -274,9 +274,7 @@ fn render_for(
         receiver: receiver_name,
         timezone: route.timezone.unwrap_or(config.alerts.timezone),
         missed_recent: 1,
-        missed_window: chrono::Duration::minutes(
-            i64::try_from(config.alerts.repeat_window_minutes).unwrap_or(120),
-        ),
+        missed_window: config.alerts.repeat_window(),
         escalated: false,
     });
     let Some(receiver) = config.receivers.get(receiver_name) else {

@@ -136,8 +136,15 @@ pub struct AlertsConfig {
 
 impl AlertsConfig {
     pub fn repeat_window(&self) -> chrono::Duration {
-        chrono::Duration::minutes(i64::try_from(self.repeat_window_minutes).unwrap_or(120))
+        window_minutes(self.repeat_window_minutes)
     }
+}
+
+/// A look-back window of `minutes`, capped at ten years: a larger value in the config would
+/// otherwise overflow the time arithmetic it feeds.
+pub fn window_minutes(minutes: u64) -> chrono::Duration {
+    const TEN_YEARS: u64 = 10 * 366 * 24 * 60;
+    chrono::Duration::minutes(i64::try_from(minutes.min(TEN_YEARS)).unwrap_or(0))
 }
 
 impl Default for AlertsConfig {
@@ -1155,6 +1162,15 @@ mod tests {
             c.provider(Provider::Callr).unwrap().token.expose(),
             "from-file"
         );
+    }
+
+    #[test]
+    fn huge_windows_are_capped_rather_than_overflowing() {
+        assert_eq!(window_minutes(120), chrono::Duration::hours(2));
+        let huge = window_minutes(u64::MAX);
+        assert_eq!(huge, window_minutes(10 * 366 * 24 * 60));
+        // What the dispatcher does with it must not overflow.
+        let _ = chrono::Utc::now() - huge;
     }
 
     #[test]

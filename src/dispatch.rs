@@ -207,9 +207,7 @@ impl Dispatcher {
             if let Some(escalate) = &route.escalate
                 && escalate.receiver.get_ref() != receiver
             {
-                let within = escalate.within_minutes.map_or(window, |m| {
-                    Duration::minutes(i64::try_from(m).unwrap_or(i64::MAX / 120_000))
-                });
+                let within = escalate.window(window);
                 let count = if within == window {
                     missed_recent
                 } else {

@@ -427,6 +427,14 @@ pub struct Escalation {
     pub within_minutes: Option<u64>,
 }
 
+impl Escalation {
+    /// The window it counts missed calls in; `default` (the repeat-caller window) when unset.
+    pub fn window(&self, default: chrono::Duration) -> chrono::Duration {
+        self.within_minutes
+            .map_or(default, crate::config::window_minutes)
+    }
+}
+
 impl Route {
     pub fn name(&self) -> &str {
         self.name.get_ref()
