@@ -256,6 +256,11 @@ async fn webhook(
     ingest::webhook(&ingest, provider, request).await
 }
 
+/// A refusal, as JSON naming the problem.
+fn refuse(status: StatusCode, error: &str, detail: &str) -> Response {
+    (status, Json(json!({ "error": error, "detail": detail }))).into_response()
+}
+
 /// Telegram's webhook (when `telegram.webhook_url` is set): checks the secret Telegram sends,
 /// then handles the update before answering, so an update that fails is delivered again.
 async fn telegram_update(
@@ -263,9 +268,6 @@ async fn telegram_update(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let refuse = |status: StatusCode, error: &str, detail: &str| {
-        (status, Json(json!({ "error": error, "detail": detail }))).into_response()
-    };
     let Some(bot) = live.current().bot.clone() else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -320,9 +322,6 @@ async fn reload(
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let refuse = |status: StatusCode, error: &str, detail: &str| {
-        (status, Json(json!({ "error": error, "detail": detail }))).into_response()
-    };
     let token = live.current().config.server.reload_token.clone();
     let Some(token) = token.filter(|t| !t.expose().is_empty()) else {
         return refuse(

@@ -179,25 +179,18 @@ impl Store {
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {
-        let raw = &rejection.request;
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO rejected_requests (provider, method, path, query, headers, body, \
              remote_addr, received_at, status, error, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&rejection.provider)
-        .bind(&raw.method)
-        .bind(&raw.path)
-        .bind(&raw.query)
-        .bind(headers_json(&raw.headers))
-        .bind(raw.body.clone())
-        .bind(&raw.remote_addr)
-        .bind(raw.received_at.timestamp_millis())
-        .bind(i64::from(rejection.status))
-        .bind(&rejection.error)
-        .bind(&rejection.detail)
-        .execute(&self.pool)
-        .await?;
+        .bind(&rejection.provider);
+        bind_request(query, &rejection.request)
+            .bind(i64::from(rejection.status))
+            .bind(&rejection.error)
+            .bind(&rejection.detail)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -1090,6 +1083,20 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a request's method, path, query, headers, body, source and time, in that order.
+fn bind_request<'q>(query: AnyQuery<'q>, raw: &'q RawRequest) -> AnyQuery<'q> {
+    query
+        .bind(&raw.method)
+        .bind(&raw.path)
+        .bind(&raw.query)
+        .bind(headers_json(&raw.headers))
+        .bind(raw.body.clone())
+        .bind(&raw.remote_addr)
+        .bind(raw.received_at.timestamp_millis())
 }
 
 fn headers_json(headers: &[(String, String)]) -> String {

@@ -5,13 +5,11 @@ pub mod buttons;
 mod commands;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, CallbackQuery, ChatMemberUpdated, MaybeInaccessibleMessage,
-    ParseMode, UpdateKind,
+    AllowedUpdate, BotCommand, CallbackQuery, ChatMemberUpdated, ParseMode, UpdateKind,
 };
 use tokio::sync::Notify;
 
@@ -64,8 +62,8 @@ pub struct Handler {
     clock: Clock,
     wake: Arc<Notify>,
     mode: Mode,
-    set_up: AtomicBool,
-    username: std::sync::Mutex<Option<String>>,
+    /// The bot's @username, set once set-up has succeeded (so it also says whether it has).
+    username: std::sync::OnceLock<Option<String>>,
 }
 
 impl Handler {
@@ -91,8 +89,7 @@ impl Handler {
             clock,
             wake,
             mode,
-            set_up: AtomicBool::new(false),
-            username: std::sync::Mutex::new(None),
+            username: std::sync::OnceLock::new(),
         })
     }
 
@@ -103,12 +100,11 @@ impl Handler {
     /// Once per generation: learns the bot's name, points Telegram at the webhook (or clears a
     /// stale one, which would otherwise make `getUpdates` fail), and registers the commands.
     pub async fn set_up(&self) -> Result<(), DeliveryError> {
-        if self.set_up.load(Ordering::Acquire) {
+        if self.username.get().is_some() {
             return Ok(());
         }
         let bot = self.telegram.bot();
         let me = bot.get_me().await.map_err(classify)?;
-        *self.username.lock().expect("not poisoned") = me.user.username.clone();
         match &self.mode {
             Mode::Polling => {
                 bot.delete_webhook().await.map_err(classify)?;
@@ -124,7 +120,7 @@ impl Handler {
         bot.set_my_commands(COMMANDS.map(|(c, d)| BotCommand::new(c, d)))
             .await
             .map_err(classify)?;
-        self.set_up.store(true, Ordering::Release);
+        let _ = self.username.set(me.user.username.clone());
         tracing::info!(mode = ?self.mode_name(), "Telegram bot ready: commands registered");
         Ok(())
     }
@@ -189,16 +185,7 @@ impl Handler {
     async fn on_message(&self, message: &Message) -> Result<(), StoreError> {
         let chat = message.chat.id.0;
         if let Some(new) = message.migrate_to_chat_id() {
-            let now = self.clock.now();
-            self.store.migrate_chat(chat, new.0, now).await?;
-            return chat_problem(
-                &self.store,
-                chat,
-                &format!("the group became supergroup {}; alerts go there now", new.0),
-                &format!("in the config, change {chat} to {} in its receiver", new.0),
-                now,
-            )
-            .await;
+            return follow_migration(&self.store, chat, new.0, None, self.clock.now()).await;
         }
         let Some(text) = message.text() else {
             return Ok(());
@@ -251,7 +238,7 @@ impl Handler {
             Some((name, to)) => (name, Some(to)),
             None => (word, None),
         };
-        if let (Some(to), Some(me)) = (to, self.username.lock().expect("not poisoned").as_ref())
+        if let (Some(to), Some(Some(me))) = (to, self.username.get())
             && !to.eq_ignore_ascii_case(me)
         {
             return None;
@@ -278,7 +265,7 @@ impl Handler {
         let (Some(data), Some(message)) = (&query.data, &query.message) else {
             return Ok("This button no longer works.".into());
         };
-        let (chat, message_id) = (message.chat().id.0, message_id(message));
+        let (chat, message_id) = (message.chat().id.0, message.id().0);
         let press = match self.telegram.buttons().parse(data, chat) {
             Ok(press) => press,
             Err(e) => {
@@ -410,10 +397,6 @@ impl Handler {
     }
 }
 
-fn message_id(message: &MaybeInaccessibleMessage) -> i32 {
-    message.id().0
-}
-
 fn allowed_updates() -> Vec<AllowedUpdate> {
     vec![
         AllowedUpdate::Message,
@@ -447,6 +430,29 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("cannot read the bot's updates from Telegram: {0:?}")]
     Telegram(DeliveryError),
+}
+
+/// A group became a supergroup: later alerts go to its new id, and the config line to change is
+/// recorded as the old chat's problem. `receiver` names the receiver when it is known.
+pub async fn follow_migration(
+    store: &Store,
+    old: i64,
+    new: i64,
+    receiver: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store.migrate_chat(old, new, now).await?;
+    let place = receiver.map_or("its receiver".to_owned(), |r| {
+        format!("[receivers.{r}] telegram")
+    });
+    chat_problem(
+        store,
+        old,
+        &format!("the group became supergroup {new}; alerts go there now"),
+        &format!("in the config, change {old} to {new} in {place}"),
+        now,
+    )
+    .await
 }
 
 /// Records that a chat cannot receive alerts, and says in the log what fixes it.

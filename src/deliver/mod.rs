@@ -256,15 +256,11 @@ impl Deliverer {
                          In the config, change {chat_id} to {new_chat} in [receivers.{}] telegram",
                         first.receiver
                     );
-                    self.store.migrate_chat(chat_id, new_chat, now).await?;
-                    crate::bot::chat_problem(
+                    crate::bot::follow_migration(
                         &self.store,
                         chat_id,
-                        &format!("the group became supergroup {new_chat}; alerts go there now"),
-                        &format!(
-                            "in the config, change {chat_id} to {new_chat} in [receivers.{}] telegram",
-                            first.receiver
-                        ),
+                        new_chat,
+                        Some(&first.receiver),
                         now,
                     )
                     .await?;

@@ -322,6 +322,14 @@ impl Store {
 
     /// The chat works again; `true` when it had a problem on record.
     pub async fn clear_chat_problem(&self, chat_id: i64) -> Result<bool, StoreError> {
+        // Called after every send: a read, which takes no write lock, settles the usual case.
+        let known = sqlx::query("SELECT 1 AS one FROM telegram_chat_problems WHERE chat_id = $1")
+            .bind(chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if known.is_none() {
+            return Ok(false);
+        }
         Ok(
             sqlx::query("DELETE FROM telegram_chat_problems WHERE chat_id = $1")
                 .bind(chat_id)
@@ -464,11 +472,11 @@ async fn queue_edits(
             let chat: String = row.try_get("destination")?;
             let message: Option<String> = row.try_get("message_id")?;
             // "logged" messages (no bot token) have no Telegram message to edit.
-            let (Ok(chat), Some(Ok(message))) = (chat.parse::<i64>(), message.map(|m| m.parse()))
+            let (Ok(chat), Some(Ok(message))) =
+                (chat.parse::<i64>(), message.map(|m| m.parse::<i64>()))
             else {
                 continue;
             };
-            let _: i64 = message;
             sqlx::query(
                 "INSERT INTO telegram_edits (chat_id, message_id, due_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (chat_id, message_id) DO UPDATE SET due_at = excluded.due_at, \

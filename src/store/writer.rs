@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Backend, Ingested, RawRequest, StoreError, headers_json};
+use super::{Backend, Ingested, RawRequest, StoreError, bind_request};
 use crate::classify::DecisionRequest;
 use crate::domain::CallRecord;
 
@@ -236,16 +236,7 @@ async fn insert_batch<R>(
     );
     let mut query = sqlx::query(&sql).persistent(false);
     for &(i, id) in &new {
-        let raw = &batch[i].0.raw;
-        query = query
-            .bind(id)
-            .bind(&raw.method)
-            .bind(&raw.path)
-            .bind(&raw.query)
-            .bind(headers_json(&raw.headers))
-            .bind(raw.body.clone())
-            .bind(&raw.remote_addr)
-            .bind(raw.received_at.timestamp_millis());
+        query = bind_request(query.bind(id), &batch[i].0.raw);
     }
     query.execute(&mut **tx).await?;
     let deciding: Vec<(usize, i64)> = new
