@@ -106,12 +106,15 @@ impl Live {
             if *stop.borrow() {
                 break;
             }
-            let polling = self
-                .current()
-                .bot
+            let bot = self.current().bot.clone();
+            let polling = bot
                 .as_ref()
                 .is_some_and(|b| *b.mode() == crate::bot::Mode::Polling);
-            let pause = tokio::select! {
+            // Without a token there is nothing to read, and nothing wrong: a reload may add one.
+            let pause = if bot.is_none() {
+                Some(PAUSE)
+            } else {
+                tokio::select! {
                 result = self.poll_bot(LONG_POLL_SECONDS) => match result {
                     Ok(crate::bot::Polled::Handled(n)) if polling && n > 0 => None,
                     // Telegram holds an empty long poll open, so this pause costs nothing; it
@@ -124,6 +127,7 @@ impl Live {
                     }
                 },
                 _ = stop.changed() => None,
+                }
             };
             if let Some(pause) = pause {
                 tokio::select! {
