@@ -13,7 +13,7 @@ use crate::normalize::Region;
 use crate::render::{self, CallView, ViewInput};
 use crate::route::{self, Route};
 use crate::store::{
-    DueDecision, NewAlert, NewMessage, Resolution, Store, StoreError, StoredRecord,
+    DecisionCommit, DueDecision, NewAlert, NewMessage, Resolution, Store, StoreError, StoredRecord,
 };
 
 /// Why a route that matched a call does not alert for it, if it does not.
@@ -74,45 +74,67 @@ impl Dispatcher {
 
     /// Decides every decision due at `now`; returns how many it took.
     pub async fn step(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let due = self.store.due_decisions(now, 200).await?;
-        let mut taken = 0;
+        // Decisions due together are committed together: one transaction and one fsync for a
+        // burst, not one each. Small batches keep the first alert of a burst from waiting long.
+        let due = self.store.due_decisions(now, 32).await?;
+        let mut decided = Vec::with_capacity(due.len());
         for d in &due {
-            let decision = self.decide(d, now).await?;
-            if let Some(resolved) = self
-                .store
-                .commit_decision(
-                    d.id,
-                    now,
-                    &decision.verdict,
-                    &decision.alerts,
-                    decision.resolution.as_ref(),
-                )
-                .await?
-            {
-                taken += 1;
-                if resolved > 0 {
-                    metrics::counter!("ringback_alerts_resolved_total").increment(resolved as u64);
-                    tracing::info!(provider = %d.provider, call = %d.subject, resolved,
-                        "an answered call reached a caller with open missed-call alerts");
+            decided.push(self.decide(d, now).await?);
+        }
+        let commits: Vec<DecisionCommit> = due
+            .iter()
+            .zip(&decided)
+            .map(|(d, decision)| DecisionCommit {
+                id: d.id,
+                verdict: &decision.verdict,
+                alerts: &decision.alerts,
+                resolution: decision.resolution.as_ref(),
+            })
+            .collect();
+        let results = match self.store.commit_decisions(now, &commits).await {
+            Ok(results) => results,
+            // One decision that cannot be written must not hold back the others.
+            Err(e) if commits.len() > 1 => {
+                tracing::warn!(error = %e, "decisions could not be committed together; committing each alone");
+                let mut results = Vec::with_capacity(commits.len());
+                for commit in &commits {
+                    results.push(
+                        self.store
+                            .commit_decisions(now, std::slice::from_ref(commit))
+                            .await?
+                            .remove(0),
+                    );
                 }
-                let kind = if !decision.alerts.is_empty() {
-                    "alert"
-                } else if decision.verdict.ends_with("unrouted") {
-                    "unrouted"
-                } else {
-                    "no_alert"
-                };
-                metrics::counter!("ringback_decisions_total", "kind" => d.kind.as_str(), "result" => kind)
-                    .increment(1);
-                metrics::counter!("ringback_alerts_total").increment(decision.alerts.len() as u64);
-                tracing::info!(
-                    provider = %d.provider,
-                    call = %d.subject,
-                    verdict = %decision.verdict,
-                    alerts = decision.alerts.len(),
-                    "call decided"
-                );
+                results
             }
+            Err(e) => return Err(e),
+        };
+        let mut taken = 0;
+        for ((d, decision), result) in due.iter().zip(&decided).zip(results) {
+            let Some(resolved) = result else { continue };
+            taken += 1;
+            if resolved > 0 {
+                metrics::counter!("ringback_alerts_resolved_total").increment(resolved as u64);
+                tracing::info!(provider = %d.provider, call = %d.subject, resolved,
+                    "an answered call reached a caller with open missed-call alerts");
+            }
+            let kind = if !decision.alerts.is_empty() {
+                "alert"
+            } else if decision.verdict.ends_with("unrouted") {
+                "unrouted"
+            } else {
+                "no_alert"
+            };
+            metrics::counter!("ringback_decisions_total", "kind" => d.kind.as_str(), "result" => kind)
+                .increment(1);
+            metrics::counter!("ringback_alerts_total").increment(decision.alerts.len() as u64);
+            tracing::info!(
+                provider = %d.provider,
+                call = %d.subject,
+                verdict = %decision.verdict,
+                alerts = decision.alerts.len(),
+                "call decided"
+            );
         }
         Ok(taken)
     }

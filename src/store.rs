@@ -200,9 +200,12 @@ impl Store {
         provider: Provider,
         call_id: &str,
     ) -> Result<Vec<StoredRecord>, StoreError> {
+        // Two indexed halves (see migration 0006); no row is in both, as the second half only
+        // holds records whose call id differs from their conversation.
         let rows = sqlx::query(
-            "SELECT * FROM call_records WHERE provider = $1 AND (call_id = $2 OR conversation_id = $2) \
-             ORDER BY id",
+            "SELECT * FROM call_records WHERE provider = $1 AND conversation_id = $2 \
+             UNION ALL SELECT * FROM call_records WHERE provider = $1 AND call_id = $2 \
+             AND call_id <> conversation_id ORDER BY id",
         )
         .bind(provider.as_str())
         .bind(call_id)
@@ -391,81 +394,22 @@ impl Store {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    /// Records the verdict and writes its alerts and messages (and resolves the alerts an
-    /// answered call settles) in one transaction. `None` when the decision had already been taken
-    /// (then nothing is written); otherwise how many open alerts were resolved.
-    pub async fn commit_decision(
+    /// Records each verdict and writes its alerts and messages (and resolves the alerts an
+    /// answered call settles), all in one transaction: decisions taken together share one commit.
+    /// For each, `None` when it had already been taken (then nothing is written for it);
+    /// otherwise how many open alerts it resolved.
+    pub async fn commit_decisions(
         &self,
-        decision_id: i64,
         now: DateTime<Utc>,
-        verdict: &str,
-        alerts: &[NewAlert],
-        resolution: Option<&Resolution>,
-    ) -> Result<Option<usize>, StoreError> {
+        decisions: &[DecisionCommit<'_>],
+    ) -> Result<Vec<Option<usize>>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let taken = sqlx::query(
-            "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
-        )
-        .bind(now.timestamp_millis())
-        .bind(verdict)
-        .bind(decision_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if taken != 1 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let resolved = match resolution {
-            Some(resolution) => bot::resolve(&mut tx, resolution, now).await?,
-            None => 0,
-        };
-        for alert in alerts {
-            let alert_id: i64 = sqlx::query(
-                "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at, number) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(decision_id)
-            .bind(alert.record_id)
-            .bind(&alert.route)
-            .bind(&alert.receiver)
-            .bind(&alert.kind)
-            .bind(&alert.context)
-            .bind(now.timestamp_millis())
-            .bind(alert.number.clone())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("id")?;
-            for message in &alert.messages {
-                // A message joins the batch already waiting for its destination, if any.
-                let waiting = sqlx::query(
-                    "SELECT MIN(not_before) AS at FROM outbox WHERE batch_key = $1 AND state = 'pending'",
-                )
-                .bind(&message.batch_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                let not_before = match millis(&waiting, "at")? {
-                    Some(at) if message.group_wait > chrono::Duration::zero() => at,
-                    _ => now + message.group_wait,
-                };
-                sqlx::query(
-                    "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
-                     not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
-                )
-                .bind(alert_id)
-                .bind(&message.channel)
-                .bind(&message.destination)
-                .bind(&message.options)
-                .bind(&message.batch_key)
-                .bind(not_before.timestamp_millis())
-                .bind(message.deadline.timestamp_millis())
-                .bind(now.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            }
+        let mut results = Vec::with_capacity(decisions.len());
+        for decision in decisions {
+            results.push(commit_decision(&mut tx, now, decision).await?);
         }
         tx.commit().await?;
-        Ok(Some(resolved))
+        Ok(results)
     }
 
     /// Call-level records from `caller` with one of `outcomes`, received since `since`.
@@ -1045,6 +989,82 @@ impl Store {
 }
 
 /// Makes sure a SQLite URL creates its file, and that the file's folder exists.
+/// A decision ready to be committed: its verdict, alerts and the resolution it brings.
+pub struct DecisionCommit<'a> {
+    pub id: i64,
+    pub verdict: &'a str,
+    pub alerts: &'a [NewAlert],
+    pub resolution: Option<&'a Resolution>,
+}
+
+async fn commit_decision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: DateTime<Utc>,
+    decision: &DecisionCommit<'_>,
+) -> Result<Option<usize>, StoreError> {
+    let taken = sqlx::query(
+        "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
+    )
+    .bind(now.timestamp_millis())
+    .bind(decision.verdict)
+    .bind(decision.id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if taken != 1 {
+        return Ok(None);
+    }
+    let resolved = match decision.resolution {
+        Some(resolution) => bot::resolve(tx, resolution, now).await?,
+        None => 0,
+    };
+    for alert in decision.alerts {
+        let alert_id: i64 = sqlx::query(
+                "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at, number) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(decision.id)
+            .bind(alert.record_id)
+            .bind(&alert.route)
+            .bind(&alert.receiver)
+            .bind(&alert.kind)
+            .bind(&alert.context)
+            .bind(now.timestamp_millis())
+            .bind(alert.number.clone())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("id")?;
+        for message in &alert.messages {
+            // A message joins the batch already waiting for its destination, if any.
+            let waiting = sqlx::query(
+                    "SELECT MIN(not_before) AS at FROM outbox WHERE batch_key = $1 AND state = 'pending'",
+                )
+                .bind(&message.batch_key)
+                .fetch_one(&mut **tx)
+                .await?;
+            let not_before = match millis(&waiting, "at")? {
+                Some(at) if message.group_wait > chrono::Duration::zero() => at,
+                _ => now + message.group_wait,
+            };
+            sqlx::query(
+                    "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
+                     not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+                )
+                .bind(alert_id)
+                .bind(&message.channel)
+                .bind(&message.destination)
+                .bind(&message.options)
+                .bind(&message.batch_key)
+                .bind(not_before.timestamp_millis())
+                .bind(message.deadline.timestamp_millis())
+                .bind(now.timestamp_millis())
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(Some(resolved))
+}
+
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -1185,6 +1205,48 @@ mod tests {
             prepare_sqlite_url("sqlite://x.db?mode=ro").unwrap(),
             "sqlite://x.db?mode=ro"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_gathers_its_records_by_conversation_and_by_its_own_call_id() {
+        use crate::domain::{CallRecord, test_record};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let record = |key: &str, call: &str, conversation: &str| CallRecord {
+            dedup_key: key.into(),
+            call_id: call.into(),
+            conversation_id: conversation.into(),
+            ..test_record()
+        };
+        let raw = RawRequest {
+            method: "POST".into(),
+            path: "/webhooks/telecmi".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            remote_addr: None,
+            received_at: Utc::now(),
+        };
+        // A leg of conversation "c1", the call-level record whose own id is "c1" (filed under
+        // another conversation), and a record of another call.
+        for r in [
+            record("leg", "leg-1", "c1"),
+            record("call", "c1", "elsewhere"),
+            record("other", "c2", "c2"),
+        ] {
+            store.ingest(&r, &raw, None).await.unwrap();
+        }
+        let provider = test_record().provider;
+        let keys: Vec<String> = store
+            .records_of_call(provider, "c1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record.dedup_key)
+            .collect();
+        assert_eq!(keys, ["leg", "call"]);
     }
 
     #[test]
