@@ -90,6 +90,27 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     writer: writer::Writer,
+    gate: WriteGate,
+}
+
+/// SQLite lets one transaction write at a time, and a writer that finds the lock taken sleeps
+/// in steps of up to 100 ms before it tries again. The busiest writers (webhooks, decisions)
+/// queue here instead, in order, and take the lock the moment it is free. PostgreSQL locks rows,
+/// so there is no gate there.
+#[derive(Clone, Default)]
+pub(crate) struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    fn for_backend(backend: Backend) -> WriteGate {
+        WriteGate((backend == Backend::Sqlite).then(Default::default))
+    }
+
+    pub(crate) async fn enter(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.0 {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
+    }
 }
 
 impl Store {
@@ -129,10 +150,12 @@ impl Store {
             .connect(&url)
             .await
             .map_err(StoreError::Connect)?;
+        let gate = WriteGate::for_backend(backend);
         let store = Store {
-            writer: writer::Writer::start(pool.clone(), backend),
+            writer: writer::Writer::start(pool.clone(), backend, gate.clone()),
             pool,
             backend,
+            gate,
         };
         store.migrate().await?;
         Ok(store)
@@ -403,6 +426,7 @@ impl Store {
         now: DateTime<Utc>,
         decisions: &[DecisionCommit<'_>],
     ) -> Result<Vec<Option<usize>>, StoreError> {
+        let _turn = self.gate.enter().await;
         let mut tx = self.pool.begin().await?;
         let mut results = Vec::with_capacity(decisions.len());
         for decision in decisions {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Backend, Ingested, RawRequest, StoreError, bind_request};
+use super::{Backend, Ingested, RawRequest, StoreError, WriteGate, bind_request};
 use crate::classify::DecisionRequest;
 use crate::domain::CallRecord;
 
@@ -34,9 +34,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn start(pool: AnyPool, backend: Backend) -> Writer {
+    pub fn start(pool: AnyPool, backend: Backend, gate: WriteGate) -> Writer {
         let (queue, received) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, backend, received));
+        tokio::spawn(run(pool, backend, gate, received));
         Writer { queue }
     }
 
@@ -52,7 +52,12 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut received: mpsc::Receiver<(Pending, Reply)>) {
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    gate: WriteGate,
+    mut received: mpsc::Receiver<(Pending, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // One connection while batches follow each other: SQLite's page cache belongs to a
     // connection and is dropped when another connection has written since, so a writer moving
@@ -62,7 +67,10 @@ async fn run(pool: AnyPool, backend: Backend, mut received: mpsc::Receiver<(Pend
     // load batches grow by themselves, and a lone request is written at once.
     while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
-        match write(&pool, backend, &mut connection, &batch).await {
+        let turn = gate.enter().await;
+        let written = write(&pool, backend, &mut connection, &batch).await;
+        drop(turn);
+        match written {
             Ok(results) => {
                 metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
                 metrics::histogram!("ringback_ingest_batch_seconds")
@@ -79,6 +87,7 @@ async fn run(pool: AnyPool, backend: Backend, mut received: mpsc::Receiver<(Pend
                 // One bad record must not fail the others: each is tried alone, and only the one
                 // that cannot be written is refused (and so sent again by its provider).
                 for (pending, reply) in batch.drain(..) {
+                    let _turn = gate.enter().await;
                     let result = write(
                         &pool,
                         backend,
