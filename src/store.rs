@@ -1244,15 +1244,7 @@ mod tests {
             conversation_id: conversation.into(),
             ..test_record()
         };
-        let raw = RawRequest {
-            method: "POST".into(),
-            path: "/webhooks/telecmi".into(),
-            query: String::new(),
-            headers: Vec::new(),
-            body: b"{}".to_vec(),
-            remote_addr: None,
-            received_at: Utc::now(),
-        };
+        let raw = writer::tests::raw();
         // A leg of conversation "c1", the call-level record whose own id is "c1" (filed under
         // another conversation), and a record of another call.
         for r in [

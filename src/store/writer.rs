@@ -297,11 +297,12 @@ fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::{Ingested, RawRequest, Store};
     use crate::domain::{CallRecord, test_record};
 
-    fn raw() -> RawRequest {
+    /// A webhook request as tests store it.
+    pub(crate) fn raw() -> RawRequest {
         RawRequest {
             method: "POST".into(),
             path: "/webhooks/telecmi".into(),
