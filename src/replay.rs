@@ -24,6 +24,15 @@ pub const GROUP_SECONDS: u64 = 60;
 /// How many recorded requests are ingested at once; the writer commits them together.
 const IN_FLIGHT: usize = 64;
 
+/// Recorded headers that describe the original connection, or the token the replay replaces
+/// with the config's own.
+const NOT_REPLAYED: [&str; 4] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-ringback-token",
+];
+
 /// One recorded request, as ringback stores it (`raw_requests`): method, path, query, headers,
 /// body (text, or `body_base64`), and where it came from.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,13 +156,7 @@ async fn replay_line(state: &IngestState, config: &Config, line: &str) -> Result
         Headers::Map(map) => map.into_iter().collect(),
     };
     for (name, value) in headers {
-        let skip = [
-            "host",
-            "content-length",
-            "transfer-encoding",
-            "x-ringback-token",
-        ];
-        if !skip.contains(&name.to_ascii_lowercase().as_str()) {
+        if !NOT_REPLAYED.contains(&name.to_ascii_lowercase().as_str()) {
             builder = builder.header(name, value);
         }
     }

@@ -97,7 +97,7 @@ pub struct Store {
 /// in steps of up to 100 ms before it tries again. The busiest writers (webhooks, decisions)
 /// queue here instead, in order, and take the lock the moment it is free. PostgreSQL locks rows,
 /// so there is no gate there.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
 
 impl WriteGate {

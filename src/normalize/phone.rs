@@ -65,19 +65,25 @@ pub fn normalize(raw: &str, region: Region) -> Option<PhoneNumber> {
 fn to_e164(raw: &str, region: Region) -> Option<String> {
     use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex};
-    type Cache = Mutex<HashMap<(String, Region), Option<String>>>;
+    // Keyed by region first, so a hit is looked up by `&str` without building a key.
+    type Cache = Mutex<HashMap<Region, HashMap<String, Option<String>>>>;
     static CACHE: LazyLock<Cache> = LazyLock::new(Mutex::default);
     const ENTRIES: usize = 10_000;
-    let key = (raw.to_owned(), region);
-    if let Some(known) = CACHE.lock().expect("not poisoned").get(&key) {
+    if let Some(known) = CACHE
+        .lock()
+        .expect("not poisoned")
+        .get(&region)
+        .and_then(|numbers| numbers.get(raw))
+    {
         return known.clone();
     }
     let e164 = read_e164(raw, region);
     let mut cache = CACHE.lock().expect("not poisoned");
-    if cache.len() >= ENTRIES {
-        cache.clear();
+    let numbers = cache.entry(region).or_default();
+    if numbers.len() >= ENTRIES {
+        numbers.clear();
     }
-    cache.insert(key, e164.clone());
+    numbers.insert(raw.to_owned(), e164.clone());
     e164
 }
 
