@@ -39,6 +39,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("a stored row holds an unexpected value: {0}")]
     Corrupt(String),
 }
@@ -105,6 +107,11 @@ impl WriteGate {
         WriteGate((backend == Backend::Sqlite).then(Default::default))
     }
 
+    /// `enter` for a thread outside the async runtime (the SQLite webhook writer).
+    pub(crate) fn enter_blocking(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.0.as_ref().map(|gate| gate.blocking_lock())
+    }
+
     pub(crate) async fn enter(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.0 {
             Some(gate) => Some(gate.lock().await),
@@ -150,27 +157,21 @@ impl Store {
             .connect(&url)
             .await
             .map_err(StoreError::Connect)?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
         let gate = WriteGate::for_backend(backend);
-        let store = Store {
-            writer: writer::Writer::start(pool.clone(), backend, gate.clone()),
+        let writer = match sqlite_file(&url) {
+            Some(path) => writer::Writer::start_sqlite(&path, gate.clone())?,
+            None => writer::Writer::start(pool.clone(), backend, gate.clone()),
+        };
+        Ok(Store {
+            writer,
             pool,
             backend,
             gate,
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Answers when the database does.
@@ -193,11 +194,11 @@ impl Store {
         decision: Option<(&DecisionRequest, DateTime<Utc>)>,
     ) -> Result<Ingested, StoreError> {
         self.writer
-            .write(writer::Pending {
-                record: record.clone(),
-                raw: raw.clone(),
-                decision: decision.map(|(d, at)| (d.clone(), at)),
-            })
+            .write(writer::Pending::new(
+                record.clone(),
+                raw.clone(),
+                decision.map(|(d, at)| (d.clone(), at)),
+            ))
             .await
     }
 
@@ -1113,6 +1114,14 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     } else {
         Ok(format!("sqlite://{path}?{query}&mode=rwc"))
     }
+}
+
+/// The file of a SQLite URL as `prepare_sqlite_url` leaves it; `None` for PostgreSQL and for an
+/// in-memory database, which only the pool's own connections can reach.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
 
 /// A database URL fit for an error message: any password is masked.

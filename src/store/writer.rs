@@ -1,5 +1,8 @@
-//! Group commit for webhooks: one task writes the records that arrived together in one
+//! Group commit for webhooks: one writer stores the records that arrived together in one
 //! transaction, so they share one fsync, and answers each request once that commit is done.
+//! On SQLite the writer is a thread of its own (`sqlite.rs`); on PostgreSQL, a task on the pool.
+
+mod sqlite;
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -16,16 +19,37 @@ use crate::domain::CallRecord;
 
 /// Records per transaction at most: enough to absorb a burst, small enough that no request waits
 /// long behind a transaction.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// A record waiting to be written.
 pub(super) struct Pending {
     pub record: CallRecord,
     pub raw: RawRequest,
     pub decision: Option<(DecisionRequest, DateTime<Utc>)>,
+    /// `record.extra` and `raw.headers` as stored, made by the request's own task: the writer
+    /// is the one part of ingest that cannot run in parallel, so it does nothing it need not.
+    pub extra_json: String,
+    pub headers_json: String,
 }
 
-type Reply = oneshot::Sender<Result<Ingested, StoreError>>;
+impl Pending {
+    pub fn new(
+        record: CallRecord,
+        raw: RawRequest,
+        decision: Option<(DecisionRequest, DateTime<Utc>)>,
+    ) -> Pending {
+        Pending {
+            extra_json: serde_json::to_string(&record.extra).expect("a string map serializes"),
+            headers_json: super::headers_json(&raw.headers),
+            record,
+            raw,
+            decision,
+        }
+    }
+}
+
+/// The answer goes back with what was written, so that freeing it is the request's work too.
+pub(super) type Reply = oneshot::Sender<(Pending, Result<Ingested, StoreError>)>;
 
 /// The handle requests write through; the task ends when the last handle is dropped.
 #[derive(Clone)]
@@ -40,6 +64,14 @@ impl Writer {
         Writer { queue }
     }
 
+    /// The writer of a SQLite file: a thread owning its own connection, so that a batch costs no
+    /// hop between threads per statement (sqlx's SQLite driver makes one per statement and row).
+    pub fn start_sqlite(path: &std::path::Path, gate: WriteGate) -> Result<Writer, StoreError> {
+        let (queue, received) = mpsc::channel(4 * MAX_BATCH);
+        sqlite::start(path, gate, received)?;
+        Ok(Writer { queue })
+    }
+
     /// Writes `pending` and returns once it is committed (or could not be).
     pub async fn write(&self, pending: Pending) -> Result<Ingested, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -48,7 +80,8 @@ impl Writer {
             .send((pending, reply))
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let (_written, result) = answer.await.map_err(|_| stopped())?;
+        result
     }
 }
 
@@ -75,8 +108,8 @@ async fn run(
                 metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
                 metrics::histogram!("ringback_ingest_batch_seconds")
                     .record(started.elapsed().as_secs_f64());
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send(Ok(result));
+                for ((pending, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send((pending, Ok(result)));
                 }
                 // Idle, the connection goes back to the pool, which can then close.
                 if received.is_empty() {
@@ -88,15 +121,12 @@ async fn run(
                 // that cannot be written is refused (and so sent again by its provider).
                 for (pending, reply) in batch.drain(..) {
                     let _turn = gate.enter().await;
-                    let result = write(
-                        &pool,
-                        backend,
-                        &mut connection,
-                        std::slice::from_ref(&(pending, ())),
-                    )
-                    .await
-                    .map(|mut r| r.remove(0));
-                    let _ = reply.send(result);
+                    let alone = [(pending, ())];
+                    let result = write(&pool, backend, &mut connection, &alone)
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let [(pending, ())] = alone;
+                    let _ = reply.send((pending, result));
                 }
             }
         }
@@ -193,7 +223,7 @@ async fn insert_batch<R>(
             .bind(record.talk_seconds)
             .bind(&record.hangup)
             .bind(&record.recording)
-            .bind(serde_json::to_string(&record.extra).expect("a string map serializes"))
+            .bind(&p.extra_json)
             .bind(p.raw.received_at.timestamp_millis());
     }
     // RETURNING gives rows in no promised order: they are matched back by their key.

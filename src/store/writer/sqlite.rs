@@ -1,0 +1,220 @@
+//! The SQLite webhook writer: a thread that owns one connection and keeps its three statements
+//! prepared, writing each batch of webhooks in one transaction and one fsync.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::mpsc;
+
+use super::{MAX_BATCH, Pending, Reply};
+use crate::domain::PhoneNumber;
+use crate::store::{Ingested, StoreError, WriteGate};
+
+const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call_id, \
+    conversation_id, leg, direction, outcome, provider_status, caller, caller_e164, caller_name, \
+    called, called_e164, agent, agent_phone, agent_phone_e164, call_group, started_at, \
+    answered_at, ended_at, ring_seconds, talk_seconds, hangup, recording, extra, received_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
+    ON CONFLICT (provider, dedup_key) DO UPDATE \
+    SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
+    RETURNING id, resends";
+
+const INSERT_REQUEST: &str = "INSERT INTO raw_requests (call_record_id, method, path, query, \
+    headers, body, remote_addr, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+// The first deciding record of a call opens its settle window; records arriving later join that
+// window, and after it closes they never alert again.
+const INSERT_DECISION: &str = "INSERT INTO decisions (provider, subject, kind, record_id, \
+    decide_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (provider, subject) DO NOTHING";
+
+/// Opens the connection here, so that a database that cannot be opened stops start-up with the
+/// reason, then leaves the writing to a thread that ends when the last sender is dropped.
+pub(super) fn start(
+    path: &Path,
+    gate: WriteGate,
+    received: mpsc::Receiver<(Pending, Reply)>,
+) -> Result<(), StoreError> {
+    let connection = open(path)?;
+    std::thread::Builder::new()
+        .name("ringback-writer".into())
+        .spawn(move || run(connection, gate, received))
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the storage writer: {e}")))?;
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let connection = Connection::open(path)?;
+    // The same guarantees as the pool's connections (see `Store::open`): WAL with
+    // synchronous=FULL, so a commit is on disk when it returns and the webhook may be answered.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "cache_size", -512)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    // An upsert into a table with several indexes keeps a statement journal, in a temporary
+    // file unless told otherwise; it only ever holds one statement's pages.
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // Writers other than webhooks and decisions (the outbox, the bot) still meet this one in
+    // SQLite's own lock.
+    connection.busy_timeout(Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+fn run(
+    mut connection: Connection,
+    gate: WriteGate,
+    mut received: mpsc::Receiver<(Pending, Reply)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Whatever arrived while the last transaction was being committed forms the next one: under
+    // load batches grow by themselves, and a lone request is written at once.
+    while let Some(first) = received.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match received.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let turn = gate.enter_blocking();
+        let written = write(&mut connection, &batch);
+        drop(turn);
+        match written {
+            Ok(results) => {
+                metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
+                metrics::histogram!("ringback_ingest_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for ((pending, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send((pending, Ok(result)));
+                }
+            }
+            Err(_) => {
+                // One bad record must not fail the others: each is tried alone, and only the one
+                // that cannot be written is refused (and so sent again by its provider).
+                for (pending, reply) in batch.drain(..) {
+                    let _turn = gate.enter_blocking();
+                    let alone = [(pending, ())];
+                    let result = write(&mut connection, &alone)
+                        .map(|mut r| r.remove(0))
+                        .map_err(StoreError::from);
+                    let [(pending, ())] = alone;
+                    let _ = reply.send((pending, result));
+                }
+            }
+        }
+    }
+}
+
+fn phone(p: &Option<PhoneNumber>) -> Option<&str> {
+    p.as_ref().map(|p| p.raw.as_str())
+}
+
+fn e164(p: &Option<PhoneNumber>) -> Option<&str> {
+    p.as_ref().and_then(|p| p.e164.as_deref())
+}
+
+/// Writes a batch in one immediate transaction (taking the write lock at once, so it never has to
+/// upgrade a read lock under a competing writer). A record sent twice, in this batch or before,
+/// only counts the resend.
+fn write<R>(
+    connection: &mut Connection,
+    batch: &[(Pending, R)],
+) -> Result<Vec<Ingested>, rusqlite::Error> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut records = tx.prepare_cached(INSERT_RECORD)?;
+        let mut requests = tx.prepare_cached(INSERT_REQUEST)?;
+        let mut decisions = tx.prepare_cached(INSERT_DECISION)?;
+        let millis = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
+        for (p, _) in batch {
+            let (record, raw) = (&p.record, &p.raw);
+            let received_at = raw.received_at.timestamp_millis();
+            let (id, resends): (i64, i64) = records.query_row(
+                params![
+                    record.provider.as_str(),
+                    record.dedup_key,
+                    record.call_id,
+                    record.conversation_id,
+                    record.leg.as_str(),
+                    record.direction.as_str(),
+                    record.outcome.as_str(),
+                    record.provider_status,
+                    phone(&record.caller),
+                    e164(&record.caller),
+                    record.caller_name,
+                    phone(&record.called),
+                    e164(&record.called),
+                    record.agent,
+                    phone(&record.agent_phone),
+                    e164(&record.agent_phone),
+                    record.group,
+                    millis(record.started_at),
+                    millis(record.answered_at),
+                    millis(record.ended_at),
+                    record.ring_seconds,
+                    record.talk_seconds,
+                    record.hangup,
+                    record.recording,
+                    p.extra_json,
+                    received_at,
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            if resends > 0 {
+                results.push(Ingested::Duplicate { id });
+                continue;
+            }
+            requests.execute(params![
+                id,
+                raw.method,
+                raw.path,
+                raw.query,
+                p.headers_json,
+                raw.body,
+                raw.remote_addr,
+                received_at,
+            ])?;
+            if let Some((request, decide_at)) = &p.decision {
+                decisions.execute(params![
+                    record.provider.as_str(),
+                    request.subject,
+                    request.kind.as_str(),
+                    id,
+                    decide_at.timestamp_millis(),
+                ])?;
+            }
+            results.push(Ingested::Stored { id });
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_commits_to_disk_before_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = super::open(&dir.path().join("w.db")).unwrap();
+        let pragma = |name: &str| -> String {
+            connection
+                .query_row(&format!("PRAGMA {name}"), [], |row| {
+                    row.get::<_, rusqlite::types::Value>(0)
+                })
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+                .unwrap()
+        };
+        // WAL with synchronous=FULL (2): each commit is fsync'd, so an answered webhook is on disk.
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2");
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("temp_store"), "2");
+    }
+}
