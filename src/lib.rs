@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod health;
 pub mod ingest;
+pub mod memory;
 pub mod normalize;
 pub mod pipeline;
 pub mod reload;

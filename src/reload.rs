@@ -232,6 +232,9 @@ impl Live {
                 tokio::task::yield_now().await;
                 continue;
             }
+            if wait >= StdDuration::from_secs(1) {
+                crate::memory::release_freed();
+            }
             tokio::select! {
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(wait) => {},
