@@ -180,7 +180,9 @@ impl Store {
         Ok(())
     }
 
+    /// Finishes the writes under way and closes every connection.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 

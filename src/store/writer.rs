@@ -48,13 +48,21 @@ impl Pending {
     }
 }
 
+/// What the writer is asked: a record to write, or to finish and close its connection.
+// Nearly every job is a write, so boxing it would cost an allocation per webhook and save nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Job {
+    Write(Pending, Reply),
+    Close(oneshot::Sender<()>),
+}
+
 /// The answer goes back with what was written, so that freeing it is the request's work too.
 pub(super) type Reply = oneshot::Sender<(Pending, Result<Ingested, StoreError>)>;
 
 /// The handle requests write through; the task ends when the last handle is dropped.
 #[derive(Clone)]
 pub(super) struct Writer {
-    queue: mpsc::Sender<(Pending, Reply)>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl Writer {
@@ -77,20 +85,41 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Corrupt("the storage writer has stopped".into());
         self.queue
-            .send((pending, reply))
+            .send(Job::Write(pending, reply))
             .await
             .map_err(|_| stopped())?;
         let (_written, result) = answer.await.map_err(|_| stopped())?;
         result
     }
+
+    /// Writes what is queued, then closes the writer's connection: the last connection to a
+    /// SQLite file to close checkpoints the WAL into the database, so the next start does not
+    /// have to read it back. Writes after this are refused.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Job::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
 }
 
-async fn run(
-    pool: AnyPool,
-    backend: Backend,
-    gate: WriteGate,
-    mut received: mpsc::Receiver<(Pending, Reply)>,
-) {
+/// Moves the writes among `jobs` into `batch`; returns a close request, if one came.
+pub(super) fn sort_jobs(
+    jobs: impl IntoIterator<Item = Job>,
+    batch: &mut Vec<(Pending, Reply)>,
+) -> Option<oneshot::Sender<()>> {
+    let mut close = None;
+    for job in jobs {
+        match job {
+            Job::Write(pending, reply) => batch.push((pending, reply)),
+            Job::Close(done) => close = Some(done),
+        }
+    }
+    close
+}
+
+async fn run(pool: AnyPool, backend: Backend, gate: WriteGate, mut received: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // One connection while batches follow each other: SQLite's page cache belongs to a
     // connection and is dropped when another connection has written since, so a writer moving
@@ -98,7 +127,15 @@ async fn run(
     let mut connection: Option<PoolConnection<Any>> = None;
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
-    while received.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while received.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let close = sort_jobs(jobs.drain(..), &mut batch);
+        if batch.is_empty() {
+            if let Some(done) = close {
+                let _ = done.send(());
+                return;
+            }
+            continue;
+        }
         let started = std::time::Instant::now();
         let turn = gate.enter().await;
         let written = write(&pool, backend, &mut connection, &batch).await;
@@ -129,6 +166,11 @@ async fn run(
                     let _ = reply.send((pending, result));
                 }
             }
+        }
+        if let Some(done) = close {
+            drop(connection);
+            let _ = done.send(());
+            return;
         }
     }
 }
@@ -352,6 +394,32 @@ pub(crate) mod tests {
             "($1, $2, $3), ($4, $5, $6)"
         );
         assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_leaves_no_wal_for_the_next_start_to_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        store.ingest(&test_record(), &raw(), None).await.unwrap();
+        let wal = dir.path().join("c.db-wal");
+        assert!(
+            wal.exists(),
+            "a written record is in the WAL until a checkpoint"
+        );
+        store.close().await;
+        assert!(
+            !wal.exists(),
+            "the last connection to close checkpoints and removes the WAL"
+        );
+        // A write after closing is refused, not lost silently.
+        assert!(store.ingest(&test_record(), &raw(), None).await.is_err());
+        let reopened = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(reopened.count_records().await.unwrap(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

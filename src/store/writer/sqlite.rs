@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::{MAX_BATCH, Pending, Reply};
+use super::{Job, MAX_BATCH, Pending, Reply, sort_jobs};
 use crate::domain::PhoneNumber;
 use crate::store::{Ingested, StoreError, WriteGate};
 
@@ -34,7 +34,7 @@ const INSERT_DECISION: &str = "INSERT INTO decisions (provider, subject, kind, r
 pub(super) fn start(
     path: &Path,
     gate: WriteGate,
-    received: mpsc::Receiver<(Pending, Reply)>,
+    received: mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
     let connection = open(path)?;
     std::thread::Builder::new()
@@ -61,47 +61,61 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(connection)
 }
 
-fn run(
-    mut connection: Connection,
-    gate: WriteGate,
-    mut received: mpsc::Receiver<(Pending, Reply)>,
-) {
+fn run(connection: Connection, gate: WriteGate, mut received: mpsc::Receiver<Job>) {
+    let mut connection = Some(connection);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
     while let Some(first) = received.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
             match received.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => jobs.push(next),
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
-        let turn = gate.enter_blocking();
-        let written = write(&mut connection, &batch);
-        drop(turn);
-        match written {
-            Ok(results) => {
-                metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
-                metrics::histogram!("ringback_ingest_batch_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                for ((pending, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send((pending, Ok(result)));
-                }
+        let close = sort_jobs(jobs, &mut batch);
+        if let Some(connection) = connection.as_mut() {
+            write_batch(connection, &gate, &mut batch);
+        }
+        if let Some(done) = close {
+            // Closing the last connection to the file checkpoints the WAL into the database.
+            drop(connection.take());
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Writes `batch` in one transaction and answers each of its requests.
+fn write_batch(connection: &mut Connection, gate: &WriteGate, batch: &mut Vec<(Pending, Reply)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let turn = gate.enter_blocking();
+    let written = write(connection, batch);
+    drop(turn);
+    match written {
+        Ok(results) => {
+            metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
+            metrics::histogram!("ringback_ingest_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            for ((pending, reply), result) in batch.drain(..).zip(results) {
+                let _ = reply.send((pending, Ok(result)));
             }
-            Err(_) => {
-                // One bad record must not fail the others: each is tried alone, and only the one
-                // that cannot be written is refused (and so sent again by its provider).
-                for (pending, reply) in batch.drain(..) {
-                    let _turn = gate.enter_blocking();
-                    let alone = [(pending, ())];
-                    let result = write(&mut connection, &alone)
-                        .map(|mut r| r.remove(0))
-                        .map_err(StoreError::from);
-                    let [(pending, ())] = alone;
-                    let _ = reply.send((pending, result));
-                }
+        }
+        Err(_) => {
+            // One bad record must not fail the others: each is tried alone, and only the one
+            // that cannot be written is refused (and so sent again by its provider).
+            for (pending, reply) in batch.drain(..) {
+                let _turn = gate.enter_blocking();
+                let alone = [(pending, ())];
+                let result = write(connection, &alone)
+                    .map(|mut r| r.remove(0))
+                    .map_err(StoreError::from);
+                let [(pending, ())] = alone;
+                let _ = reply.send((pending, result));
             }
         }
     }
