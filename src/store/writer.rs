@@ -103,6 +103,19 @@ impl Writer {
     }
 }
 
+/// Answers each request of a committed batch, and counts the batch.
+pub(super) fn answer(
+    batch: &mut Vec<(Pending, Reply)>,
+    results: Vec<Ingested>,
+    started: std::time::Instant,
+) {
+    metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
+    metrics::histogram!("ringback_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
+    for ((pending, reply), result) in batch.drain(..).zip(results) {
+        let _ = reply.send((pending, Ok(result)));
+    }
+}
+
 /// Moves the writes among `jobs` into `batch`; returns a close request, if one came.
 pub(super) fn sort_jobs(
     jobs: impl IntoIterator<Item = Job>,
@@ -142,12 +155,7 @@ async fn run(pool: AnyPool, backend: Backend, gate: WriteGate, mut received: mps
         drop(turn);
         match written {
             Ok(results) => {
-                metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
-                metrics::histogram!("ringback_ingest_batch_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                for ((pending, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send((pending, Ok(result)));
-                }
+                answer(&mut batch, results, started);
                 // Idle, the connection goes back to the pool, which can then close.
                 if received.is_empty() {
                     connection = None;

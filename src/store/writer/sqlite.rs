@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::{Job, MAX_BATCH, Pending, Reply, sort_jobs};
+use super::{Job, MAX_BATCH, Pending, Reply, answer, sort_jobs};
 use crate::domain::PhoneNumber;
 use crate::store::{Ingested, StoreError, WriteGate};
 
@@ -97,14 +97,7 @@ fn write_batch(connection: &mut Connection, gate: &WriteGate, batch: &mut Vec<(P
     let written = write(connection, batch);
     drop(turn);
     match written {
-        Ok(results) => {
-            metrics::histogram!("ringback_ingest_batch_size").record(batch.len() as f64);
-            metrics::histogram!("ringback_ingest_batch_seconds")
-                .record(started.elapsed().as_secs_f64());
-            for ((pending, reply), result) in batch.drain(..).zip(results) {
-                let _ = reply.send((pending, Ok(result)));
-            }
-        }
+        Ok(results) => answer(batch, results, started),
         Err(_) => {
             // One bad record must not fail the others: each is tried alone, and only the one
             // that cannot be written is refused (and so sent again by its provider).
