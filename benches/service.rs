@@ -540,34 +540,41 @@ fn fill(db: &Path, records: i64) {
 /// What the figures say, from profiling (`perf record -g` on the service under the wrk load).
 const NOTES: &str = "## Where the time goes
 
-From `perf record --call-graph fp` of a release build with frame pointers under the telecmi load
-(shares of ringback's CPU time, about one core of the two; wrk has the rest):
+From `perf record --call-graph dwarf` of the release build under the telecmi load, thread by
+thread. At about 15k webhooks/s the machine is about 90% busy: wrk takes about 0.6 of a core,
+ringback's two HTTP workers about 0.95, and its webhook writer about 0.55.
 
-- HTTP (hyper reading requests and writing responses, mostly the `writev` system calls): 27%.
-  This is the part the bare-axum reference also pays.
-- SQLite and sqlx: about 40%. The writer's transaction (B-tree inserts, WAL writes, fsync) is
-  half of it; the rest is sqlx moving every statement and every returned row between the async
-  tasks and a connection's own thread (flume channels, thread wake-ups: 12% of all time is
-  spent switching threads), converting `Any` arguments, and preparing the multi-row statements.
-- The alert pipeline deciding the missed calls as they arrive: 8%.
-- Normalizing the payload: 7%, most of it reading phone numbers against the numbering plans
-  for callers not yet in the cache.
-- malloc and free: 14% spread over all of the above.
+- The webhook writer (one thread on SQLite, since only one transaction can write at a time) is
+  busy about 90% of the time, with batches of about 22 webhooks in about 1.2 ms. On its CPU:
+  B-tree inserts into the three tables and their indexes about 45%, the commit about 30% (WAL
+  frames written 24%, fsync 9%), checkpoints 6%, the upsert's statement journal 5%, binding
+  values 7%. A commit with its fsync takes about 0.5 ms of wall time whatever the batch size,
+  so it caps what the writer can do; each webhook writes about 2 KB (record, raw request,
+  indexes) to the WAL.
+- The HTTP workers: hyper reading requests and writing responses about 35% (the `writev` calls
+  most of it), normalizing payloads 27% (phone numbers 12%, most of it the numbering plans'
+  regexes for callers not yet cached; JSON to values 8%), malloc and free about 20% spread over
+  everything, the alert pipeline deciding calls about 4%.
 
-Changes measured here: group commit (one transaction and one fsync per batch of concurrent
-requests); `?` placeholders on SQLite (`sqlite3_bind_parameter_name` took 16% with numbered
-ones); a call's records found through indexes (an `OR` on `call_id` had every decision scan all
-records of its provider, 13% of the time and growing with the table); decisions due together
-committed in one transaction, queued in-process behind the webhook writer rather than left to
-SQLite's busy handler (which sleeps in steps of up to 100 ms and put a 300 ms p99 on one run);
-the raw-caller index limited to callers without an E.164 number.
-Tried and not kept: mimalloc (no faster here, 20 MB more resident), fat LTO with one codegen
-unit (2 MB less idle memory, within noise on throughput, but a 13-minute build instead of 6 on
-two cores).
+Changes measured here, oldest first: group commit (one transaction and one fsync per batch of
+concurrent requests); `?` placeholders on SQLite; a call's records found through indexes;
+decisions due together committed in one transaction, queued in-process behind the webhook writer
+rather than left to SQLite's busy handler; the raw-caller index limited to callers without an
+E.164 number; then a webhook writer on its own thread with its own rusqlite connection and
+prepared single-row statements (sqlx's SQLite driver moved every statement and every returned
+row between threads: throughput about doubled and p99 went under 10 ms), with the JSON columns
+made and the written values freed by each request's own task; fat LTO with one codegen unit
+(about 20% more webhooks a second, 2 MB less resident); linking without PIE (the loader no longer
+rewrites 1.8 MB of pointer tables: 2 MB less resident); and freed heap pages given back when idle
+(1 MB). Tried and not kept: mimalloc (no faster, 20 MB more resident); opt-level `s` for the
+cold crates (1 MB smaller binary, no change in resident memory); a larger page cache for the
+writer (slower: its cache is dropped whenever another connection has written); checkpoints on a
+thread of their own (the WAL never got back to its start under load and grew to hundreds of MB);
+a raised priority for the writer thread (its batches got smaller, the commits more frequent, no
+faster).
 
-What is left to reach the goals: the per-statement thread hops of sqlx's SQLite driver (a
-writer owning its connection on its own thread would remove them), fewer allocations per
-request, and a smaller resident binary for the idle figure.
+What is left for the ingest goal: the writer's fixed cost per commit and per row (fewer indexes
+or a narrower row per webhook), and CPU for the HTTP side, which shares two cores with wrk.
 ";
 
 mod end_to_end {
