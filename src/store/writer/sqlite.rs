@@ -30,7 +30,8 @@ const INSERT_DECISION: &str = "INSERT INTO decisions (provider, subject, kind, r
     decide_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (provider, subject) DO NOTHING";
 
 /// Opens the connection here, so that a database that cannot be opened stops start-up with the
-/// reason, then leaves the writing to a thread that ends when the last sender is dropped.
+/// reason, then leaves the writing to a thread that ends when the store is closed or the last
+/// sender is dropped.
 pub(super) fn start(
     path: &Path,
     gate: WriteGate,
@@ -61,8 +62,7 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(connection)
 }
 
-fn run(connection: Connection, gate: WriteGate, mut received: mpsc::Receiver<Job>) {
-    let mut connection = Some(connection);
+fn run(mut connection: Connection, gate: WriteGate, mut received: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
@@ -75,12 +75,10 @@ fn run(connection: Connection, gate: WriteGate, mut received: mpsc::Receiver<Job
             }
         }
         let close = sort_jobs(jobs, &mut batch);
-        if let Some(connection) = connection.as_mut() {
-            write_batch(connection, &gate, &mut batch);
-        }
+        write_batch(&mut connection, &gate, &mut batch);
         if let Some(done) = close {
             // Closing the last connection to the file checkpoints the WAL into the database.
-            drop(connection.take());
+            drop(connection);
             let _ = done.send(());
             return;
         }
