@@ -211,7 +211,8 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&rejection.provider);
-        bind_request(query, &rejection.request)
+        let headers = headers_json(&rejection.request.headers);
+        bind_request(query, &rejection.request, &headers)
             .bind(i64::from(rejection.status))
             .bind(&rejection.error)
             .bind(&rejection.detail)
@@ -1142,13 +1143,14 @@ pub fn redact_url(url: &str) -> String {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds a request's method, path, query, headers, body, source and time, in that order.
-fn bind_request<'q>(query: AnyQuery<'q>, raw: &'q RawRequest) -> AnyQuery<'q> {
+/// Binds a request's method, path, query, headers (as `headers_json` writes them), body, source
+/// and time, in that order.
+fn bind_request<'q>(query: AnyQuery<'q>, raw: &'q RawRequest, headers: &'q str) -> AnyQuery<'q> {
     query
         .bind(&raw.method)
         .bind(&raw.path)
         .bind(&raw.query)
-        .bind(headers_json(&raw.headers))
+        .bind(headers)
         .bind(raw.body.clone())
         .bind(&raw.remote_addr)
         .bind(raw.received_at.timestamp_millis())

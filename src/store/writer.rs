@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use super::{Backend, Ingested, RawRequest, StoreError, WriteGate, bind_request};
 use crate::classify::DecisionRequest;
-use crate::domain::CallRecord;
+use crate::domain::{CallRecord, PhoneNumber};
 
 /// Records per transaction at most: enough to absorb a burst, small enough that no request waits
 /// long behind a transaction.
@@ -103,6 +103,15 @@ impl Writer {
     }
 }
 
+/// A phone number's columns: as received, and in E.164 when it has one.
+pub(super) fn phone(p: &Option<PhoneNumber>) -> Option<&str> {
+    p.as_ref().map(|p| p.raw.as_str())
+}
+
+pub(super) fn e164(p: &Option<PhoneNumber>) -> Option<&str> {
+    p.as_ref().and_then(|p| p.e164.as_deref())
+}
+
 /// Answers each request of a committed batch, and counts the batch.
 pub(super) fn answer(
     batch: &mut Vec<(Pending, Reply)>,
@@ -142,43 +151,48 @@ async fn run(pool: AnyPool, backend: Backend, gate: WriteGate, mut received: mps
     // load batches grow by themselves, and a lone request is written at once.
     while received.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let close = sort_jobs(jobs.drain(..), &mut batch);
-        if batch.is_empty() {
-            if let Some(done) = close {
-                let _ = done.send(());
-                return;
-            }
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let turn = gate.enter().await;
-        let written = write(&pool, backend, &mut connection, &batch).await;
-        drop(turn);
-        match written {
-            Ok(results) => {
-                answer(&mut batch, results, started);
-                // Idle, the connection goes back to the pool, which can then close.
-                if received.is_empty() {
-                    connection = None;
-                }
-            }
-            Err(_) => {
-                // One bad record must not fail the others: each is tried alone, and only the one
-                // that cannot be written is refused (and so sent again by its provider).
-                for (pending, reply) in batch.drain(..) {
-                    let _turn = gate.enter().await;
-                    let alone = [(pending, ())];
-                    let result = write(&pool, backend, &mut connection, &alone)
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let [(pending, ())] = alone;
-                    let _ = reply.send((pending, result));
-                }
-            }
-        }
+        write_batch(&pool, backend, &gate, &mut connection, &mut batch).await;
         if let Some(done) = close {
             drop(connection);
             let _ = done.send(());
             return;
+        }
+        // Idle, the connection goes back to the pool, which can then close.
+        if received.is_empty() {
+            connection = None;
+        }
+    }
+}
+
+/// Writes `batch` in one transaction and answers each of its requests.
+async fn write_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    gate: &WriteGate,
+    connection: &mut Option<PoolConnection<Any>>,
+    batch: &mut Vec<(Pending, Reply)>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let turn = gate.enter().await;
+    let written = write(pool, backend, connection, batch).await;
+    drop(turn);
+    match written {
+        Ok(results) => answer(batch, results, started),
+        Err(_) => {
+            // One bad record must not fail the others: each is tried alone, and only the one
+            // that cannot be written is refused (and so sent again by its provider).
+            for (pending, reply) in batch.drain(..) {
+                let _turn = gate.enter().await;
+                let alone = [(pending, ())];
+                let result = write(pool, backend, connection, &alone)
+                    .await
+                    .map(|mut r| r.remove(0));
+                let [(pending, ())] = alone;
+                let _ = reply.send((pending, result));
+            }
         }
     }
 }
@@ -242,8 +256,6 @@ async fn insert_batch<R>(
          RETURNING id, resends, provider, dedup_key",
         placeholders(backend, firsts.len(), RECORD_COLUMNS)
     );
-    let phone = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().map(|p| p.raw.clone());
-    let e164 = |p: &Option<crate::domain::PhoneNumber>| p.as_ref().and_then(|p| p.e164.clone());
     let mut query = sqlx::query(&sql).persistent(false);
     for &i in &firsts {
         let (p, _) = &batch[i];
@@ -325,7 +337,8 @@ async fn insert_batch<R>(
     );
     let mut query = sqlx::query(&sql).persistent(false);
     for &(i, id) in &new {
-        query = bind_request(query.bind(id), &batch[i].0.raw);
+        let p = &batch[i].0;
+        query = bind_request(query.bind(id), &p.raw, &p.headers_json);
     }
     query.execute(&mut **tx).await?;
     let deciding: Vec<(usize, i64)> = new

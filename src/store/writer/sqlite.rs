@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::{Job, MAX_BATCH, Pending, Reply, answer, sort_jobs};
-use crate::domain::PhoneNumber;
+use super::{Job, MAX_BATCH, Pending, Reply, answer, e164, phone, sort_jobs};
 use crate::store::{Ingested, StoreError, WriteGate};
 
 const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call_id, \
@@ -110,14 +109,6 @@ fn write_batch(connection: &mut Connection, gate: &WriteGate, batch: &mut Vec<(P
             }
         }
     }
-}
-
-fn phone(p: &Option<PhoneNumber>) -> Option<&str> {
-    p.as_ref().map(|p| p.raw.as_str())
-}
-
-fn e164(p: &Option<PhoneNumber>) -> Option<&str> {
-    p.as_ref().and_then(|p| p.e164.as_deref())
 }
 
 /// Writes a batch in one immediate transaction (taking the write lock at once, so it never has to
