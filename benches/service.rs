@@ -21,6 +21,16 @@ fn main() {
         std::process::exit(2);
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // `cargo bench --bench service -- e2e`: the end-to-end runs alone, printed, not written.
+    if args.iter().skip(1).any(|a| a == "e2e") {
+        for rate in [25, 1_000] {
+            println!(
+                "end to end at {rate}/s: {:?}",
+                runtime.block_on(end_to_end::run(rate))
+            );
+        }
+        return;
+    }
     let mut report = Report {
         machine: machine(),
         ..Default::default()
