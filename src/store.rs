@@ -96,9 +96,9 @@ pub struct Store {
 }
 
 /// SQLite lets one transaction write at a time, and a writer that finds the lock taken sleeps
-/// in steps of up to 100 ms before it tries again. The busiest writers (webhooks, decisions)
-/// queue here instead, in order, and take the lock the moment it is free. PostgreSQL locks rows,
-/// so there is no gate there.
+/// in steps of up to 100 ms before it tries again. Every write of this process (webhooks,
+/// decisions, the outbox, Telegram's send slots, the bot) queues here instead, in order, and
+/// takes the lock the moment it is free. PostgreSQL locks rows, so there is no gate there.
 #[derive(Clone)]
 pub(crate) struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
 
@@ -205,6 +205,7 @@ impl Store {
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         let query = sqlx::query(
             "INSERT INTO rejected_requests (provider, method, path, query, headers, body, \
              remote_addr, received_at, status, error, detail) \
@@ -477,6 +478,7 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        let turn = self.gate.enter().await;
         // On PostgreSQL instances claim side by side: SKIP LOCKED gives each its own rows. SQLite
         // runs one write at a time, so its claim is atomic as it stands.
         let lock = match self.backend {
@@ -494,6 +496,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
+        drop(turn);
         let ids: Vec<i64> = claimed
             .iter()
             .map(|r| r.try_get("id"))
@@ -622,6 +625,7 @@ impl Store {
         ids: &[i64],
         query: impl Fn(i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         let mut tx = self.pool.begin().await?;
         for id in ids {
             query(*id).execute(&mut *tx).await?;
@@ -637,6 +641,7 @@ impl Store {
         new: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO chat_migrations (old_chat_id, new_chat_id, migrated_at) VALUES ($1, $2, $3) \
@@ -735,6 +740,7 @@ impl Store {
 
     /// Starts `digest` at `at`: its first period begins there.
     pub async fn start_digest(&self, digest: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query(
             "INSERT INTO digest_state (name, period_end) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
@@ -755,6 +761,7 @@ impl Store {
         run: Option<&NewDigestRun>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter().await;
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
             "UPDATE digest_state SET period_end = $1 WHERE name = $2 AND period_end = $3",
@@ -845,6 +852,7 @@ impl Store {
     /// their alerts and decisions, records and raw requests, refused requests, digest emails.
     /// Anything a pending message still needs is kept, however old.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _turn = self.gate.enter().await;
         let at = cutoff.timestamp_millis();
         // Raw requests go with their records (ON DELETE CASCADE).
         let statements = [
@@ -914,6 +922,7 @@ impl Store {
         chat_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Result<(), DateTime<Utc>>, StoreError> {
+        let _turn = self.gate.enter().await;
         let at = now.timestamp_millis();
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE telegram_slot_lock SET taken_at = $1 WHERE id = 1")
@@ -974,6 +983,7 @@ impl Store {
         chat_id: i64,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query(
             "INSERT INTO telegram_chats (chat_id, blocked_until) VALUES ($1, $2) \
              ON CONFLICT (chat_id) DO UPDATE SET blocked_until = excluded.blocked_until",

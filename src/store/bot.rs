@@ -128,6 +128,7 @@ impl Store {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter().await;
         let sql = match change {
             Change::Claim => {
                 "UPDATE alerts SET claimed_by = $1, claimed_at = $2 WHERE id = $3 \
@@ -192,6 +193,7 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<QueuedEdit>, StoreError> {
+        let _turn = self.gate.enter().await;
         let rows = sqlx::query(
             "UPDATE telegram_edits SET lease_until = $1 WHERE due_at <= $2 \
              AND (lease_until IS NULL OR lease_until <= $2) \
@@ -215,6 +217,7 @@ impl Store {
 
     /// The edit is made (or can never be): forget it, unless a newer change queued it again.
     pub async fn edit_done(&self, edit: &QueuedEdit) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query(
             "DELETE FROM telegram_edits WHERE chat_id = $1 AND message_id = $2 AND version = $3",
         )
@@ -234,6 +237,7 @@ impl Store {
     }
 
     pub async fn edit_retry(&self, edit: &QueuedEdit, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         let (chat_id, message_id) = (edit.chat_id, edit.message_id);
         sqlx::query(
             "UPDATE telegram_edits SET due_at = $1, attempts = attempts + 1, lease_until = NULL \
@@ -306,6 +310,7 @@ impl Store {
     }
 
     pub async fn record_chat_problem(&self, problem: &ChatProblem) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query(
             "INSERT INTO telegram_chat_problems (chat_id, problem, fix, at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (chat_id) DO UPDATE SET problem = excluded.problem, fix = excluded.fix, \
@@ -330,6 +335,7 @@ impl Store {
         if known.is_none() {
             return Ok(false);
         }
+        let _turn = self.gate.enter().await;
         Ok(
             sqlx::query("DELETE FROM telegram_chat_problems WHERE chat_id = $1")
                 .bind(chat_id)
@@ -366,6 +372,7 @@ impl Store {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter().await;
         let taken = sqlx::query(
             "INSERT INTO leases (name, holder, until_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at \
@@ -383,6 +390,7 @@ impl Store {
 
     /// Gives a lease up at once, so another instance need not wait for it to run out.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query("UPDATE leases SET until_at = 0 WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
@@ -413,6 +421,7 @@ impl Store {
     }
 
     pub async fn set_bot_value(&self, name: &str, value: i64) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         sqlx::query(
             "INSERT INTO bot_state (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
