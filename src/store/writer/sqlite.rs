@@ -191,6 +191,63 @@ fn write<R>(
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::{CallRecord, test_record};
+    use crate::store::writer::{Pending, tests::raw};
+    use crate::store::{Backend, Ingested, Store, WriteGate};
+
+    #[test]
+    fn a_record_that_cannot_be_written_fails_alone_not_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(Store::open(&format!("sqlite://{}", path.display())))
+            .unwrap();
+        let mut connection = super::open(&path).unwrap();
+        // A write that fails inside the transaction, as a full disk or a corrupt page would.
+        connection
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON call_records \
+                 WHEN NEW.dedup_key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+            )
+            .unwrap();
+        let record = |key: &str| CallRecord {
+            dedup_key: key.into(),
+            call_id: key.into(),
+            ..test_record()
+        };
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for key in ["before", "poison", "after"] {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            batch.push((Pending::new(record(key), raw(), None), reply));
+            answers.push(answer);
+        }
+        let gate = WriteGate::for_backend(Backend::Sqlite);
+        super::write_batch(&mut connection, &gate, &mut batch);
+        let results: Vec<_> = answers
+            .into_iter()
+            .map(|a| a.blocking_recv().unwrap().1)
+            .collect();
+        assert!(matches!(results[0], Ok(Ingested::Stored { .. })));
+        let refused = results[1].as_ref().unwrap_err().to_string();
+        assert!(refused.contains("poisoned"), "{refused}");
+        assert!(matches!(results[2], Ok(Ingested::Stored { .. })));
+        let stored: Vec<String> = connection
+            .prepare("SELECT dedup_key FROM call_records ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, ["before", "after"]);
+        let requests: i64 = connection
+            .query_row("SELECT COUNT(*) FROM raw_requests", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(requests, 2);
+        runtime.block_on(store.close());
+    }
+
     #[test]
     fn the_writer_commits_to_disk_before_answering() {
         let dir = tempfile::tempdir().unwrap();
