@@ -193,6 +193,17 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<QueuedEdit>, StoreError> {
+        // As for the outbox: a read settles the usual nothing-due case without a write turn.
+        let due = sqlx::query(
+            "SELECT 1 AS one FROM telegram_edits WHERE due_at <= $1 \
+             AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let _turn = self.gate.enter().await;
         let rows = sqlx::query(
             "UPDATE telegram_edits SET lease_until = $1 WHERE due_at <= $2 \
