@@ -670,7 +670,8 @@ mod end_to_end {
              Missed calls at a steady rate for {SECONDS} s over {CHATS} chats (one route and chat \
              each), settle and group windows 0, against a fake Bot API on loopback that answers at \
              once; measured from the webhook's 200 to the `sendMessage` request, for the messages \
-             sent within 5 s after the last call.\n\n\
+             sent before ringback stopped (told to 5 s after the last call, it finishes the \
+             pass under way first).\n\n\
              | calls/s | calls stored | sendMessage requests | p50 ms | p99 ms | max ms |\n\
              |---|---|---|---|---|---|\n"
         );
