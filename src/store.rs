@@ -484,14 +484,9 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         // Every pass of the workers looks here, thousands of times a second under a burst of
         // webhooks: a read, which needs no write turn, settles the usual nothing-due case.
-        let due = sqlx::query(
-            "SELECT 1 AS one FROM outbox WHERE (state = 'pending' AND not_before <= $1) \
-             OR (state = 'sending' AND lease_until <= $1) LIMIT 1",
-        )
-        .bind(now.timestamp_millis())
-        .fetch_optional(&self.pool)
-        .await?;
-        if due.is_none() {
+        let due = "SELECT 1 AS one FROM outbox WHERE (state = 'pending' AND not_before <= $1) \
+             OR (state = 'sending' AND lease_until <= $1) LIMIT 1";
+        if !self.finds_due(due, now).await? {
             return Ok(Vec::new());
         }
         let turn = self.gate.enter().await;
@@ -573,6 +568,16 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Whether `sql`, a query of one row with `$1` for `now`, finds one: a read, which takes
+    /// no write turn.
+    async fn finds_due(&self, sql: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(now.timestamp_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     pub async fn mark_sent(

@@ -194,14 +194,9 @@ impl Store {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<QueuedEdit>, StoreError> {
         // As for the outbox: a read settles the usual nothing-due case without a write turn.
-        let due = sqlx::query(
-            "SELECT 1 AS one FROM telegram_edits WHERE due_at <= $1 \
-             AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
-        )
-        .bind(now.timestamp_millis())
-        .fetch_optional(&self.pool)
-        .await?;
-        if due.is_none() {
+        let due = "SELECT 1 AS one FROM telegram_edits WHERE due_at <= $1 \
+             AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1";
+        if !self.finds_due(due, now).await? {
             return Ok(Vec::new());
         }
         let _turn = self.gate.enter().await;
