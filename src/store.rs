@@ -174,6 +174,21 @@ impl Store {
         })
     }
 
+    /// A write transaction, begun once this process's write turn is taken (see `WriteGate`);
+    /// the turn is held until both are dropped, the transaction first.
+    async fn begin_write(
+        &self,
+    ) -> Result<
+        (
+            Option<tokio::sync::MutexGuard<'_, ()>>,
+            sqlx::Transaction<'static, sqlx::Any>,
+        ),
+        StoreError,
+    > {
+        let turn = self.gate.enter().await;
+        Ok((turn, self.pool.begin().await?))
+    }
+
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -435,8 +450,7 @@ impl Store {
         if decisions.is_empty() {
             return Ok(Vec::new());
         }
-        let _turn = self.gate.enter().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut results = Vec::with_capacity(decisions.len());
         for decision in decisions {
             results.push(commit_decision(&mut tx, now, decision).await?);
@@ -646,8 +660,7 @@ impl Store {
         ids: &[i64],
         query: impl Fn(i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<(), StoreError> {
-        let _turn = self.gate.enter().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for id in ids {
             query(*id).execute(&mut *tx).await?;
         }
@@ -662,8 +675,7 @@ impl Store {
         new: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _turn = self.gate.enter().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO chat_migrations (old_chat_id, new_chat_id, migrated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id",
@@ -782,8 +794,7 @@ impl Store {
         run: Option<&NewDigestRun>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let _turn = self.gate.enter().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE digest_state SET period_end = $1 WHERE name = $2 AND period_end = $3",
         )
@@ -873,7 +884,6 @@ impl Store {
     /// their alerts and decisions, records and raw requests, refused requests, digest emails.
     /// Anything a pending message still needs is kept, however old.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let _turn = self.gate.enter().await;
         let at = cutoff.timestamp_millis();
         // Raw requests go with their records (ON DELETE CASCADE).
         let statements = [
@@ -888,7 +898,7 @@ impl Store {
             "DELETE FROM rejected_requests WHERE received_at < $1",
         ];
         let mut deleted = 0;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for sql in statements {
             deleted += sqlx::query(sql)
                 .bind(at)
@@ -943,9 +953,8 @@ impl Store {
         chat_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Result<(), DateTime<Utc>>, StoreError> {
-        let _turn = self.gate.enter().await;
         let at = now.timestamp_millis();
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query("UPDATE telegram_slot_lock SET taken_at = $1 WHERE id = 1")
             .bind(at)
             .execute(&mut *tx)

@@ -128,7 +128,6 @@ impl Store {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let _turn = self.gate.enter().await;
         let sql = match change {
             Change::Claim => {
                 "UPDATE alerts SET claimed_by = $1, claimed_at = $2 WHERE id = $3 \
@@ -143,7 +142,7 @@ impl Store {
                  AND $2 >= 0 AND id = $3 AND handled_at IS NULL AND reached_at IS NULL"
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let changed = sqlx::query(sql)
             .bind(by)
             .bind(now.timestamp_millis())
