@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: u32 = 64;
 const SECONDS: u32 = 10;
 const TOKEN: &str = "bench-token";
+/// Within Telegram's limits (30 messages/s, 1/s per chat), then at the 1,000/s.
+const END_TO_END_RATES: [u32; 2] = [25, 1_000];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,7 +25,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     // `cargo bench --bench service -- e2e`: the end-to-end runs alone, printed, not written.
     if args.iter().skip(1).any(|a| a == "e2e") {
-        for rate in [25, 1_000] {
+        for rate in END_TO_END_RATES {
             println!(
                 "end to end at {rate}/s: {:?}",
                 runtime.block_on(end_to_end::run(rate))
@@ -41,7 +43,12 @@ fn main() {
     println!("bare axum: {}", reference.line());
     for provider in &PROVIDERS {
         let run = ringback_ingest(provider);
-        println!("ringback {}: {}", provider.name, run.load.line());
+        println!(
+            "ringback {}: {}, {} calls decided",
+            provider.name,
+            run.load.line(),
+            run.decided
+        );
         report.ingest.push((provider.name, run));
     }
     report.reference = Some(reference);
@@ -57,8 +64,7 @@ fn main() {
         report.startup_empty.unwrap(),
         report.startup_million.unwrap()
     );
-    // Within Telegram's limits (30 messages/s, 1/s per chat), then at the 1,000/s.
-    for rate in [25, 1_000] {
+    for rate in END_TO_END_RATES {
         let run = runtime.block_on(end_to_end::run(rate));
         println!("end to end at {rate}/s: {run:?}");
         report.end_to_end.push(run);
@@ -366,14 +372,22 @@ fn start_ringback(config: &Path, port: u16) -> (Child, Duration) {
 
 /// `GET /readyz` answers 200.
 fn ready(address: &str) -> bool {
+    get(address, "/readyz").starts_with("HTTP/1.1 200")
+}
+
+/// The whole HTTP answer to `GET path`, or nothing if the service cannot be reached.
+fn get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(address) else {
-        return false;
+        return String::new();
     };
-    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+    answer
 }
 
 fn stop(mut child: Child) {
@@ -420,14 +434,8 @@ fn ringback_ingest(provider: &ProviderLoad) -> IngestRun {
 
 /// The sum of `ringback_decisions_total` on the service's `/metrics` page.
 fn decisions_made(port: u16) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut page = String::new();
-    let _ = s.read_to_string(&mut page);
-    page.lines()
+    get(&format!("127.0.0.1:{port}"), "/metrics")
+        .lines()
         .filter(|l| l.starts_with("ringback_decisions_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
