@@ -77,6 +77,8 @@ pub struct TelegramConfig {
     pub webhook_url: Option<url::Url>,
     /// The secret Telegram sends with each webhook update; derived from the bot token when unset.
     pub webhook_secret: Option<Secret>,
+    /// The sending limits ringback keeps (`[telegram.limits]`); Telegram's own when unset.
+    pub limits: crate::deliver::limits::Limits,
 }
 
 impl Default for TelegramConfig {
@@ -88,6 +90,7 @@ impl Default for TelegramConfig {
             timeout_seconds: 30,
             webhook_url: None,
             webhook_secret: None,
+            limits: Default::default(),
         }
     }
 }

@@ -9,11 +9,13 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod bot;
+mod group;
 mod writer;
 
 pub use bot::{Change, ChatProblem, Handling, MessageAlert, PressedAlert, QueuedEdit, Resolution};
 
 use crate::classify::{DecisionKind, DecisionRequest};
+use crate::deliver::limits::Limits;
 use crate::domain::{CallRecord, Outcome, PhoneNumber, Provider};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("a stored row holds an unexpected value: {0}")]
     Corrupt(String),
+    /// A write committed together with others failed; the text is the group's error.
+    #[error("{0}")]
+    Grouped(String),
 }
 
 /// The request a record came from, as received, with ringback's own secrets removed.
@@ -93,6 +98,55 @@ pub struct Store {
     backend: Backend,
     writer: writer::Writer,
     gate: WriteGate,
+    marks: std::sync::Arc<group::GroupCommit<(Vec<i64>, Mark), ()>>,
+    slots: std::sync::Arc<group::GroupCommit<SlotRequest, Result<(), DateTime<Utc>>>>,
+}
+
+/// What becomes of claimed outbox messages after an attempt.
+#[derive(Debug)]
+enum Mark {
+    Sent { at: i64, message_id: String },
+    Retry { at: i64, error: String },
+    Release { at: i64 },
+    Failed { error: String },
+}
+
+impl Mark {
+    fn query(&self, id: i64) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        match self {
+            Mark::Sent { at, message_id } => sqlx::query(
+                "UPDATE outbox SET state = 'sent', sent_at = $1, message_id = $2, \
+                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
+            )
+            .bind(*at)
+            .bind(message_id.as_str()),
+            Mark::Retry { at, error } => sqlx::query(
+                "UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, \
+                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
+            )
+            .bind(*at)
+            .bind(error.as_str()),
+            Mark::Release { at } => sqlx::query(
+                "UPDATE outbox SET state = 'pending', not_before = $1, lease_until = NULL \
+                 WHERE id = $2",
+            )
+            .bind(*at),
+            Mark::Failed { error } => sqlx::query(
+                "UPDATE outbox SET state = 'failed', last_error = $1, attempts = attempts + 1, \
+                 lease_until = NULL WHERE id = $2",
+            )
+            .bind(error.as_str()),
+        }
+        .bind(id)
+    }
+}
+
+/// A send to Telegram that wants a slot within the limits.
+#[derive(Debug)]
+struct SlotRequest {
+    chat_id: i64,
+    now: DateTime<Utc>,
+    limits: Limits,
 }
 
 /// SQLite lets one transaction write at a time, and a writer that finds the lock taken sleeps
@@ -171,6 +225,8 @@ impl Store {
             pool,
             backend,
             gate,
+            marks: Default::default(),
+            slots: Default::default(),
         })
     }
 
@@ -600,16 +656,11 @@ impl Store {
         now: DateTime<Utc>,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        self.update_each(ids, |id| {
-            sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at = $1, message_id = $2, attempts = attempts + 1, \
-                 lease_until = NULL WHERE id = $3",
-            )
-            .bind(now.timestamp_millis())
-            .bind(message_id.to_owned())
-            .bind(id)
-        })
-        .await
+        let mark = Mark::Sent {
+            at: now.timestamp_millis(),
+            message_id: message_id.to_owned(),
+        };
+        self.mark(ids, mark).await
     }
 
     /// A failed attempt that will be tried again at `retry_at`.
@@ -619,53 +670,46 @@ impl Store {
         retry_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.update_each(ids, |id| {
-            sqlx::query(
-                "UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, \
-                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
-            )
-            .bind(retry_at.timestamp_millis())
-            .bind(error.to_owned())
-            .bind(id)
-        })
-        .await
+        let mark = Mark::Retry {
+            at: retry_at.timestamp_millis(),
+            error: error.to_owned(),
+        };
+        self.mark(ids, mark).await
     }
 
     /// Puts claimed messages back, unattempted, to be sent at `at` (rate limits, batch splits).
     pub async fn release(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.update_each(ids, |id| {
-            sqlx::query(
-                "UPDATE outbox SET state = 'pending', not_before = $1, lease_until = NULL WHERE id = $2",
-            )
-            .bind(at.timestamp_millis())
-            .bind(id)
-        })
-        .await
+        let mark = Mark::Release {
+            at: at.timestamp_millis(),
+        };
+        self.mark(ids, mark).await
     }
 
     pub async fn mark_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
-        self.update_each(ids, |id| {
-            sqlx::query(
-                "UPDATE outbox SET state = 'failed', last_error = $1, attempts = attempts + 1, \
-                 lease_until = NULL WHERE id = $2",
-            )
-            .bind(error.to_owned())
-            .bind(id)
-        })
-        .await
+        let mark = Mark::Failed {
+            error: error.to_owned(),
+        };
+        self.mark(ids, mark).await
     }
 
-    async fn update_each<'q>(
-        &self,
-        ids: &[i64],
-        query: impl Fn(i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    ) -> Result<(), StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
-        for id in ids {
-            query(*id).execute(&mut *tx).await?;
+    /// Records an attempt's result, committed with the results other deliveries record meanwhile:
+    /// at a thousand alerts a second, one transaction (and fsync) each would be the bottleneck.
+    async fn mark(&self, ids: &[i64], mark: Mark) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        self.marks
+            .submit((ids.to_vec(), mark), |group| async move {
+                let (_turn, mut tx) = self.begin_write().await?;
+                for (ids, mark) in &group {
+                    for id in ids {
+                        mark.query(*id).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(vec![(); group.len()])
+            })
+            .await
     }
 
     /// Sends everything still waiting for `old` to `new` from now on.
@@ -952,59 +996,124 @@ impl Store {
         &self,
         chat_id: i64,
         now: DateTime<Utc>,
+        limits: &Limits,
     ) -> Result<Result<(), DateTime<Utc>>, StoreError> {
-        let at = now.timestamp_millis();
+        let request = SlotRequest {
+            chat_id,
+            now,
+            limits: *limits,
+        };
+        self.slots
+            .submit(request, |group| self.take_telegram_slots(group))
+            .await
+    }
+
+    /// Takes slots for a group of sends at once, in the order asked, as if one after another.
+    async fn take_telegram_slots(
+        &self,
+        group: Vec<SlotRequest>,
+    ) -> Result<Vec<Result<(), DateTime<Utc>>>, StoreError> {
+        let Some(earliest) = group.iter().map(|r| r.now).min() else {
+            return Ok(Vec::new());
+        };
+        let latest = group.iter().map(|r| r.now).max().unwrap_or(earliest);
+        let earliest = earliest.timestamp_millis();
+        let per_second = group.iter().map(|r| r.limits.per_second).max().unwrap_or(0);
+        let history = group
+            .iter()
+            .map(|r| r.limits.chat_history())
+            .max()
+            .unwrap_or(1);
         let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query("UPDATE telegram_slot_lock SET taken_at = $1 WHERE id = 1")
-            .bind(at)
+            .bind(latest.timestamp_millis())
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM telegram_sends WHERE sent_at <= $1")
-            .bind(at - 60_000)
+            .bind(earliest - 60_000)
             .execute(&mut *tx)
             .await?;
         let times = |rows: Vec<AnyRow>| -> Result<Vec<DateTime<Utc>>, StoreError> {
+            // Newest first from the database; the limits want them oldest first.
             rows.iter()
+                .rev()
                 .map(|r| {
                     millis(r, "sent_at")?
                         .ok_or_else(|| StoreError::Corrupt("telegram_sends.sent_at".into()))
                 })
                 .collect()
         };
-        let chat =
-            sqlx::query("SELECT sent_at FROM telegram_sends WHERE chat_id = $1 ORDER BY sent_at")
-                .bind(chat_id)
+        let mut all = if per_second > 0 {
+            times(
+                sqlx::query(
+                    "SELECT sent_at FROM telegram_sends WHERE sent_at > $1 \
+                     ORDER BY sent_at DESC LIMIT $2",
+                )
+                .bind(earliest - 1_000)
+                .bind(i64::from(per_second))
                 .fetch_all(&mut *tx)
-                .await?;
-        let all =
-            sqlx::query("SELECT sent_at FROM telegram_sends WHERE sent_at > $1 ORDER BY sent_at")
-                .bind(at - 1_000)
-                .fetch_all(&mut *tx)
-                .await?;
-        let blocked = sqlx::query("SELECT blocked_until FROM telegram_chats WHERE chat_id = $1")
-            .bind(chat_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let recent = crate::deliver::limits::Recent {
-            chat: times(chat)?,
-            all: times(all)?,
-            blocked_until: match &blocked {
-                Some(row) => millis(row, "blocked_until")?,
-                None => None,
-            },
+                .await?,
+            )?
+        } else {
+            Vec::new()
         };
-        let ready = crate::deliver::limits::ready_at(chat_id, &recent, now);
-        if ready > now {
-            tx.commit().await?;
-            return Ok(Err(ready));
-        }
-        sqlx::query("INSERT INTO telegram_sends (chat_id, sent_at) VALUES ($1, $2)")
-            .bind(chat_id)
-            .bind(at)
-            .execute(&mut *tx)
+        let mut chats: std::collections::HashMap<i64, crate::deliver::limits::Recent> =
+            std::collections::HashMap::new();
+        for request in &group {
+            if chats.contains_key(&request.chat_id) {
+                continue;
+            }
+            let chat = sqlx::query(
+                "SELECT sent_at FROM telegram_sends WHERE chat_id = $1 AND sent_at > $2 \
+                 ORDER BY sent_at DESC LIMIT $3",
+            )
+            .bind(request.chat_id)
+            .bind(earliest - 60_000)
+            .bind(history as i64)
+            .fetch_all(&mut *tx)
             .await?;
+            let blocked =
+                sqlx::query("SELECT blocked_until FROM telegram_chats WHERE chat_id = $1")
+                    .bind(request.chat_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let recent = crate::deliver::limits::Recent {
+                chat: times(chat)?,
+                all: Vec::new(),
+                blocked_until: match &blocked {
+                    Some(row) => millis(row, "blocked_until")?,
+                    None => None,
+                },
+            };
+            chats.insert(request.chat_id, recent);
+        }
+        let mut answers = Vec::with_capacity(group.len());
+        for request in &group {
+            let recent = chats.get_mut(&request.chat_id).ok_or_else(|| {
+                StoreError::Corrupt(format!("no send history read for {}", request.chat_id))
+            })?;
+            recent.all.clone_from(&all);
+            let ready = crate::deliver::limits::ready_at(
+                request.chat_id,
+                recent,
+                request.now,
+                &request.limits,
+            );
+            if ready > request.now {
+                answers.push(Err(ready));
+                continue;
+            }
+            sqlx::query("INSERT INTO telegram_sends (chat_id, sent_at) VALUES ($1, $2)")
+                .bind(request.chat_id)
+                .bind(request.now.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            recent.chat.push(request.now);
+            all.push(request.now);
+            answers.push(Ok(()));
+        }
         tx.commit().await?;
-        Ok(Ok(()))
+        Ok(answers)
     }
 
     /// Telegram said to wait: no instance sends to `chat_id` before `until`.

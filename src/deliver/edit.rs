@@ -65,7 +65,11 @@ impl Deliverer {
         };
         let shown: Vec<(i64, &CallView)> = ids.into_iter().zip(&calls).collect();
         let keyboard = telegram.buttons().keyboard(edit.chat_id, &shown);
-        if let Err(ready_at) = self.store.take_telegram_slot(edit.chat_id, now).await? {
+        if let Err(ready_at) = self
+            .store
+            .take_telegram_slot(edit.chat_id, now, telegram.limits())
+            .await?
+        {
             return self.store.edit_retry(edit, ready_at).await;
         }
         let Ok(message_id) = i32::try_from(edit.message_id) else {

@@ -3,10 +3,38 @@
 //! The sends they count are stored, so every instance of a cluster keeps the same limits.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 
-const PER_CHAT_GAP: Duration = Duration::seconds(1);
-const GROUP_PER_MINUTE: usize = 20;
-const GLOBAL_PER_SECOND: usize = 30;
+/// The limits to keep, `[telegram.limits]` in the config; 0 turns one off. Telegram's own are
+/// the default. A bot allowed paid broadcasts may send up to 1,000 messages a second overall, and
+/// a Bot API-compatible server of another messenger may have other limits or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Milliseconds from one message to the next in the same chat.
+    pub chat_interval_ms: u32,
+    /// Messages a minute to one group or channel (chat ids below 0).
+    pub group_per_minute: u32,
+    /// Messages a second to all chats together.
+    pub per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            chat_interval_ms: 1_000,
+            group_per_minute: 20,
+            per_second: 30,
+        }
+    }
+}
+
+impl Limits {
+    /// How many of a chat's latest sends (within the last minute) the limits look at.
+    pub fn chat_history(&self) -> usize {
+        (self.group_per_minute as usize).max(1)
+    }
+}
 
 /// What has been sent lately, as the limits need it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +48,12 @@ pub struct Recent {
 }
 
 /// The first moment a message may go to `chat_id`; `now` or earlier means at once.
-pub fn ready_at(chat_id: i64, recent: &Recent, now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn ready_at(
+    chat_id: i64,
+    recent: &Recent,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> DateTime<Utc> {
     let minute: Vec<&DateTime<Utc>> = recent
         .chat
         .iter()
@@ -36,14 +69,16 @@ pub fn ready_at(chat_id: i64, recent: &Recent, now: DateTime<Utc>) -> DateTime<U
         ready = ready.max(until);
     }
     if let Some(last) = minute.last() {
-        ready = ready.max(**last + PER_CHAT_GAP);
+        ready = ready.max(**last + Duration::milliseconds(limits.chat_interval_ms.into()));
     }
     // Negative ids are groups and channels, which have the per-minute limit too.
-    if chat_id < 0 && minute.len() >= GROUP_PER_MINUTE {
-        ready = ready.max(*minute[minute.len() - GROUP_PER_MINUTE] + Duration::minutes(1));
+    let per_minute = limits.group_per_minute as usize;
+    if chat_id < 0 && per_minute > 0 && minute.len() >= per_minute {
+        ready = ready.max(*minute[minute.len() - per_minute] + Duration::minutes(1));
     }
-    if second.len() >= GLOBAL_PER_SECOND {
-        ready = ready.max(*second[second.len() - GLOBAL_PER_SECOND] + Duration::seconds(1));
+    let per_second = limits.per_second as usize;
+    if per_second > 0 && second.len() >= per_second {
+        ready = ready.max(*second[second.len() - per_second] + Duration::seconds(1));
     }
     ready
 }
@@ -63,7 +98,7 @@ mod tests {
             .iter()
             .map(|&ms| {
                 let now = t(ms);
-                let ready = ready_at(chat, recent, now);
+                let ready = ready_at(chat, recent, now, &Limits::default());
                 if ready > now {
                     return Err(ready);
                 }
@@ -86,7 +121,7 @@ mod tests {
             ..Recent::default()
         };
         assert_eq!(
-            ready_at(6, &other, t(1200)),
+            ready_at(6, &other, t(1200), &Limits::default()),
             t(1200),
             "other chats are not held up"
         );
@@ -97,8 +132,14 @@ mod tests {
         let mut recent = Recent::default();
         let first: Vec<i64> = (0..20).map(|i| i * 1000).collect();
         assert!(run(-100, &first, &mut recent).iter().all(Result::is_ok));
-        assert_eq!(ready_at(-100, &recent, t(20_000)), t(60_000));
-        assert_eq!(ready_at(-100, &recent, t(60_000)), t(60_000));
+        assert_eq!(
+            ready_at(-100, &recent, t(20_000), &Limits::default()),
+            t(60_000)
+        );
+        assert_eq!(
+            ready_at(-100, &recent, t(60_000), &Limits::default()),
+            t(60_000)
+        );
         // A private chat has no per-minute limit.
         let mut private = Recent::default();
         let sends: Vec<i64> = (0..25).map(|i| i * 1000).collect();
@@ -111,8 +152,8 @@ mod tests {
             all: vec![t(0); 30],
             ..Recent::default()
         };
-        assert_eq!(ready_at(99, &recent, t(10)), t(1000));
-        assert_eq!(ready_at(99, &recent, t(1000)), t(1000));
+        assert_eq!(ready_at(99, &recent, t(10), &Limits::default()), t(1000));
+        assert_eq!(ready_at(99, &recent, t(1000), &Limits::default()), t(1000));
     }
 
     #[test]
@@ -121,7 +162,45 @@ mod tests {
             blocked_until: Some(t(7000)),
             ..Recent::default()
         };
-        assert_eq!(ready_at(5, &recent, t(0)), t(7000));
-        assert_eq!(ready_at(5, &recent, t(7000)), t(7000));
+        assert_eq!(ready_at(5, &recent, t(0), &Limits::default()), t(7000));
+        assert_eq!(ready_at(5, &recent, t(7000), &Limits::default()), t(7000));
+    }
+
+    #[test]
+    fn configured_limits_replace_telegrams() {
+        let off = Limits {
+            chat_interval_ms: 0,
+            group_per_minute: 0,
+            per_second: 0,
+        };
+        let busy = Recent {
+            chat: vec![t(0); 100],
+            all: vec![t(0); 5_000],
+            blocked_until: None,
+        };
+        assert_eq!(ready_at(-100, &busy, t(0), &off), t(0), "no limit holds it");
+        let blocked = Recent {
+            blocked_until: Some(t(3000)),
+            ..busy.clone()
+        };
+        assert_eq!(
+            ready_at(-100, &blocked, t(0), &off),
+            t(3000),
+            "a 429's retry_after still holds, whatever the limits"
+        );
+        let paid = Limits {
+            per_second: 1_000,
+            ..Limits::default()
+        };
+        let recent = Recent {
+            all: vec![t(0); 999],
+            ..Recent::default()
+        };
+        assert_eq!(ready_at(7, &recent, t(10), &paid), t(10));
+        let recent = Recent {
+            all: vec![t(0); 1_000],
+            ..Recent::default()
+        };
+        assert_eq!(ready_at(7, &recent, t(10), &paid), t(1000));
     }
 }

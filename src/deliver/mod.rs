@@ -189,7 +189,11 @@ impl Deliverer {
         };
         for (index, part) in parts.iter().enumerate() {
             let rest = part.calls.start..batch.len();
-            if let Err(ready_at) = self.store.take_telegram_slot(chat_id, now).await? {
+            if let Err(ready_at) = self
+                .store
+                .take_telegram_slot(chat_id, now, telegram.limits())
+                .await?
+            {
                 return self.store.release(&ids(rest), ready_at).await;
             }
             let shown: Vec<(i64, &CallView)> = batch[part.calls.clone()]

@@ -8,6 +8,7 @@ use teloxide::types::{InlineKeyboardMarkup, LinkPreviewOptions, MessageId, Parse
 use teloxide::{ApiError, RequestError};
 
 use super::DeliveryError;
+use super::limits::Limits;
 use crate::bot::buttons::Buttons;
 use crate::config::TelegramConfig;
 
@@ -15,6 +16,7 @@ use crate::config::TelegramConfig;
 pub struct Telegram {
     bot: Bot,
     buttons: Buttons,
+    limits: Limits,
 }
 
 fn no_preview() -> LinkPreviewOptions {
@@ -47,6 +49,7 @@ impl Telegram {
         Some(Telegram {
             bot,
             buttons: Buttons::new(token.expose()),
+            limits: config.limits,
         })
     }
 
@@ -57,6 +60,11 @@ impl Telegram {
 
     pub fn buttons(&self) -> &Buttons {
         &self.buttons
+    }
+
+    /// The sending limits to keep for this bot.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Sends one message (with inline buttons when `keyboard` has any); returns its message id.

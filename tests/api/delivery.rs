@@ -287,6 +287,44 @@ async fn a_burst_of_50_to_one_group_is_all_delivered_within_telegram_limits() {
 }
 
 #[tokio::test]
+async fn configured_limits_replace_telegrams_own() {
+    // A Bot API-compatible server without Telegram's limits, and a config that says so.
+    let w = world(&format!(
+        "{ONE_ROUTE}\n[telegram.limits]\nchat_interval_ms = 0\ngroup_per_minute = 0\nper_second = 0\n"
+    ))
+    .await;
+    w.telegram.without_limits();
+    for i in 0..30 {
+        w.app
+            .post_json(
+                Provider::Telecmi,
+                &call(&format!("nolimit-{i}"), "missed", 919810000100 + i),
+            )
+            .await;
+    }
+    // The settle window (3 s) passes once: every alert goes out in that same second.
+    w.app.advance(3).await;
+    let sent = w.telegram.sent_to(FRONT_DESK);
+    assert_eq!(sent.len(), 30, "one message per call, none held back");
+    assert!(sent.iter().all(|m| m.at == sent[0].at), "all at once");
+    assert_eq!(w.telegram.requests(), 30);
+
+    // The same burst within Telegram's default limits: one message in that second.
+    let w = world(ONE_ROUTE).await;
+    for i in 0..30 {
+        w.app
+            .post_json(
+                Provider::Telecmi,
+                &call(&format!("limit-{i}"), "missed", 919810000100 + i),
+            )
+            .await;
+    }
+    w.app.advance(3).await;
+    assert_eq!(w.telegram.sent_to(FRONT_DESK).len(), 1);
+    assert_eq!(w.telegram.limit_violations(), 0);
+}
+
+#[tokio::test]
 async fn a_burst_is_grouped_when_the_route_asks() {
     let w = world(
         r#"
