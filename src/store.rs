@@ -102,6 +102,9 @@ pub struct Store {
     slots: std::sync::Arc<group::GroupCommit<SlotRequest, Result<(), DateTime<Utc>>>>,
 }
 
+/// Outbox rows one mark statement names at most, well within both databases' bound parameters.
+const MARKS_PER_STATEMENT: usize = 300;
+
 /// What becomes of claimed outbox messages after an attempt.
 #[derive(Debug)]
 enum Mark {
@@ -112,32 +115,63 @@ enum Mark {
 }
 
 impl Mark {
-    fn query(&self, id: i64) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-        match self {
-            Mark::Sent { at, message_id } => sqlx::query(
-                "UPDATE outbox SET state = 'sent', sent_at = $1, message_id = $2, \
-                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
-            )
-            .bind(*at)
-            .bind(message_id.as_str()),
-            Mark::Retry { at, error } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', not_before = $1, last_error = $2, \
-                 attempts = attempts + 1, lease_until = NULL WHERE id = $3",
-            )
-            .bind(*at)
-            .bind(error.as_str()),
-            Mark::Release { at } => sqlx::query(
-                "UPDATE outbox SET state = 'pending', not_before = $1, lease_until = NULL \
-                 WHERE id = $2",
-            )
-            .bind(*at),
-            Mark::Failed { error } => sqlx::query(
-                "UPDATE outbox SET state = 'failed', last_error = $1, attempts = attempts + 1, \
-                 lease_until = NULL WHERE id = $2",
-            )
-            .bind(error.as_str()),
+    /// One statement for `count` ids, for `bind`.
+    fn sql(&self, count: usize) -> String {
+        let (set, first) = match self {
+            Mark::Sent { .. } => (
+                "state = 'sent', sent_at = $1, message_id = $2, attempts = attempts + 1, \
+                 lease_until = NULL",
+                3,
+            ),
+            Mark::Retry { .. } => (
+                "state = 'pending', not_before = $1, last_error = $2, attempts = attempts + 1, \
+                 lease_until = NULL",
+                3,
+            ),
+            Mark::Release { .. } => ("state = 'pending', not_before = $1, lease_until = NULL", 2),
+            Mark::Failed { .. } => (
+                "state = 'failed', last_error = $1, attempts = attempts + 1, lease_until = NULL",
+                2,
+            ),
+        };
+        let placeholders: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+        format!(
+            "UPDATE outbox SET {set} WHERE id IN ({})",
+            placeholders.join(", ")
+        )
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        ids: &[i64],
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let mut query = match self {
+            Mark::Sent { at, message_id } => query.bind(*at).bind(message_id.as_str()),
+            Mark::Retry { at, error } => query.bind(*at).bind(error.as_str()),
+            Mark::Release { at } => query.bind(*at),
+            Mark::Failed { error } => query.bind(error.as_str()),
+        };
+        for id in ids {
+            query = query.bind(*id);
         }
-        .bind(id)
+        query
+    }
+
+    /// Sent marks of `count` single messages in one statement, each with its own time and
+    /// message id (bound as id, time, message id): at a thousand alerts a second, a statement
+    /// each is where the time goes.
+    fn sent_together_sql(count: usize) -> String {
+        let rows: Vec<String> = (0..count)
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        // VALUES names its columns column1, column2, ... on SQLite and PostgreSQL alike.
+        format!(
+            "UPDATE outbox SET state = 'sent', sent_at = v.column2, message_id = v.column3, \
+             attempts = attempts + 1, lease_until = NULL FROM (VALUES {}) AS v \
+             WHERE outbox.id = v.column1",
+            rows.join(", ")
+        )
     }
 }
 
@@ -186,7 +220,11 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(8)
+            // Room for the decider's reads, the sender's batches and the group commits at once:
+            // with 8, under 1,000 alerts a second a commit that held the write turn queued for a
+            // connection behind readers, and everything behind it queued too. Connections open
+            // as needed and close when idle.
+            .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -582,6 +620,11 @@ impl Store {
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?;
+        self.outbox_items(&ids).await
+    }
+
+    /// Outbox messages by id, with what sending them needs.
+    async fn outbox_items(&self, ids: &[i64]) -> Result<Vec<OutboxItem>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -596,7 +639,7 @@ impl Store {
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for id in &ids {
+        for id in ids {
             query = query.bind(*id);
         }
         let rows = query.fetch_all(&self.pool).await?;
@@ -701,9 +744,32 @@ impl Store {
         self.marks
             .submit((ids.to_vec(), mark), |group| async move {
                 let (_turn, mut tx) = self.begin_write().await?;
-                for (ids, mark) in &group {
-                    for id in ids {
-                        mark.query(*id).execute(&mut *tx).await?;
+                let (single_sends, rest): (Vec<_>, Vec<_>) = group
+                    .iter()
+                    .partition(|(ids, mark)| ids.len() == 1 && matches!(mark, Mark::Sent { .. }));
+                let single_sends: Vec<(&[i64], i64, &str)> = single_sends
+                    .into_iter()
+                    .filter_map(|(ids, mark)| match mark {
+                        Mark::Sent { at, message_id } => {
+                            Some((ids.as_slice(), *at, message_id.as_str()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                for chunk in single_sends.chunks(MARKS_PER_STATEMENT) {
+                    let sql = Mark::sent_together_sql(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for (ids, at, message_id) in chunk {
+                        query = query.bind(ids[0]).bind(*at).bind(*message_id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for (ids, mark) in rest {
+                    for chunk in ids.chunks(MARKS_PER_STATEMENT) {
+                        let sql = mark.sql(chunk.len());
+                        mark.bind(sqlx::query(&sql), chunk)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -1019,11 +1085,6 @@ impl Store {
         let latest = group.iter().map(|r| r.now).max().unwrap_or(earliest);
         let earliest = earliest.timestamp_millis();
         let per_second = group.iter().map(|r| r.limits.per_second).max().unwrap_or(0);
-        let history = group
-            .iter()
-            .map(|r| r.limits.chat_history())
-            .max()
-            .unwrap_or(1);
         let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query("UPDATE telegram_slot_lock SET taken_at = $1 WHERE id = 1")
             .bind(latest.timestamp_millis())
@@ -1057,37 +1118,59 @@ impl Store {
         } else {
             Vec::new()
         };
-        let mut chats: std::collections::HashMap<i64, crate::deliver::limits::Recent> =
-            std::collections::HashMap::new();
-        for request in &group {
-            if chats.contains_key(&request.chat_id) {
-                continue;
+        // Each chat's sends as far back as a limit looks, and chats told to wait: one query
+        // each for the whole group.
+        let mut chats: std::collections::HashMap<i64, crate::deliver::limits::Recent> = group
+            .iter()
+            .map(|r| (r.chat_id, crate::deliver::limits::Recent::default()))
+            .collect();
+        let ids: Vec<i64> = chats.keys().copied().collect();
+        let list = |first: usize| {
+            (first..first + ids.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let lookback = group
+            .iter()
+            .map(|r| r.limits.lookback_ms())
+            .max()
+            .unwrap_or(0);
+        if lookback > 0 {
+            let sql = format!(
+                "SELECT chat_id, sent_at FROM telegram_sends WHERE sent_at > $1 AND chat_id IN ({}) \
+                 ORDER BY sent_at",
+                list(2)
+            );
+            let mut query = sqlx::query(&sql).bind(earliest - lookback);
+            for id in &ids {
+                query = query.bind(*id);
             }
-            let chat = sqlx::query(
-                "SELECT sent_at FROM telegram_sends WHERE chat_id = $1 AND sent_at > $2 \
-                 ORDER BY sent_at DESC LIMIT $3",
-            )
-            .bind(request.chat_id)
-            .bind(earliest - 60_000)
-            .bind(history as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            let blocked =
-                sqlx::query("SELECT blocked_until FROM telegram_chats WHERE chat_id = $1")
-                    .bind(request.chat_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let recent = crate::deliver::limits::Recent {
-                chat: times(chat)?,
-                all: Vec::new(),
-                blocked_until: match &blocked {
-                    Some(row) => millis(row, "blocked_until")?,
-                    None => None,
-                },
-            };
-            chats.insert(request.chat_id, recent);
+            for row in query.fetch_all(&mut *tx).await? {
+                let chat_id: i64 = row.try_get("chat_id")?;
+                let at = millis(&row, "sent_at")?
+                    .ok_or_else(|| StoreError::Corrupt("telegram_sends.sent_at".into()))?;
+                if let Some(recent) = chats.get_mut(&chat_id) {
+                    recent.chat.push(at);
+                }
+            }
+        }
+        let sql = format!(
+            "SELECT chat_id, blocked_until FROM telegram_chats WHERE chat_id IN ({})",
+            list(1)
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let chat_id: i64 = row.try_get("chat_id")?;
+            if let Some(recent) = chats.get_mut(&chat_id) {
+                recent.blocked_until = millis(&row, "blocked_until")?;
+            }
         }
         let mut answers = Vec::with_capacity(group.len());
+        let mut taken = Vec::new();
         for request in &group {
             let recent = chats.get_mut(&request.chat_id).ok_or_else(|| {
                 StoreError::Corrupt(format!("no send history read for {}", request.chat_id))
@@ -1103,14 +1186,24 @@ impl Store {
                 answers.push(Err(ready));
                 continue;
             }
-            sqlx::query("INSERT INTO telegram_sends (chat_id, sent_at) VALUES ($1, $2)")
-                .bind(request.chat_id)
-                .bind(request.now.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
+            taken.push((request.chat_id, request.now.timestamp_millis()));
             recent.chat.push(request.now);
             all.push(request.now);
             answers.push(Ok(()));
+        }
+        if !taken.is_empty() {
+            let rows: Vec<String> = (0..taken.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO telegram_sends (chat_id, sent_at) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (chat_id, at) in &taken {
+                query = query.bind(*chat_id).bind(*at);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(answers)
@@ -1212,17 +1305,20 @@ async fn commit_decision(
             .await?
             .try_get("id")?;
         for message in &alert.messages {
-            // A message joins the batch already waiting for its destination, if any.
-            let waiting = sqlx::query(
+            // A message joins the batch already waiting for its destination, if any; without a
+            // grouping window each message is its own batch, so there is none to look for.
+            let waiting = if message.group_wait > chrono::Duration::zero() {
+                let row = sqlx::query(
                     "SELECT MIN(not_before) AS at FROM outbox WHERE batch_key = $1 AND state = 'pending'",
                 )
                 .bind(&message.batch_key)
                 .fetch_one(&mut **tx)
                 .await?;
-            let not_before = match millis(&waiting, "at")? {
-                Some(at) if message.group_wait > chrono::Duration::zero() => at,
-                _ => now + message.group_wait,
+                millis(&row, "at")?
+            } else {
+                None
             };
+            let not_before = waiting.unwrap_or(now + message.group_wait);
             sqlx::query(
                     "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
                      not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",

@@ -30,9 +30,13 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// How many of a chat's latest sends (within the last minute) the limits look at.
-    pub fn chat_history(&self) -> usize {
-        (self.group_per_minute as usize).max(1)
+    /// How far back (milliseconds) the limits look at a chat's sends.
+    pub fn lookback_ms(&self) -> i64 {
+        if self.group_per_minute > 0 {
+            60_000
+        } else {
+            i64::from(self.chat_interval_ms)
+        }
     }
 }
 

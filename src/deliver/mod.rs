@@ -6,6 +6,7 @@ pub mod email;
 pub mod limits;
 pub mod telegram;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -91,9 +92,22 @@ impl Deliverer {
             }
         }
         let count = batches.len() + self.edit_step(now).await?;
+        // Read once a pass, not once a message: a chat that had a problem is cleared when a
+        // message to it goes through again.
+        let troubled: HashSet<i64> = if batches.is_empty() {
+            HashSet::new()
+        } else {
+            self.store
+                .chat_problems()
+                .await?
+                .into_iter()
+                .map(|p| p.chat_id)
+                .collect()
+        };
+        let troubled = &troubled;
         futures_util::stream::iter(batches)
             .for_each_concurrent(BATCHES_IN_FLIGHT, |batch| async move {
-                if let Err(e) = self.send_batch(&batch, now).await {
+                if let Err(e) = self.send_batch(&batch, troubled, now).await {
                     tracing::error!(error = %e, "cannot record a delivery; it will be retried when its claim lapses");
                 }
             })
@@ -101,7 +115,12 @@ impl Deliverer {
         Ok(count)
     }
 
-    async fn send_batch(&self, batch: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn send_batch(
+        &self,
+        batch: &[OutboxItem],
+        troubled: &HashSet<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if let Some(digest) = &batch[0].digest {
             let email = crate::render::Email {
                 subject: digest.subject.clone(),
@@ -127,7 +146,7 @@ impl Deliverer {
             }
         };
         match batch[0].channel.as_str() {
-            TELEGRAM => self.send_telegram(batch, &calls, now).await,
+            TELEGRAM => self.send_telegram(batch, &calls, troubled, now).await,
             EMAIL => self.send_email(batch, &calls, now).await,
             other => {
                 let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
@@ -142,6 +161,7 @@ impl Deliverer {
         &self,
         batch: &[OutboxItem],
         calls: &[CallView],
+        troubled: &HashSet<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let first = &batch[0];
@@ -222,7 +242,8 @@ impl Deliverer {
                     self.store
                         .mark_sent(&ids(part.calls.clone()), now, &message_id.to_string())
                         .await?;
-                    if self.store.clear_chat_problem(chat_id).await? {
+                    if troubled.contains(&chat_id) && self.store.clear_chat_problem(chat_id).await?
+                    {
                         tracing::info!(chat_id, "Telegram accepts alerts for this chat again");
                     }
                     count(&batch[part.calls.clone()], "sent", now);

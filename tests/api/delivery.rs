@@ -308,6 +308,13 @@ async fn configured_limits_replace_telegrams_own() {
     assert_eq!(sent.len(), 30, "one message per call, none held back");
     assert!(sent.iter().all(|m| m.at == sent[0].at), "all at once");
     assert_eq!(w.telegram.requests(), 30);
+    // Sent together, each row still records its own Telegram message.
+    let rows = w.app.store.outbox().await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    let mut ids: Vec<_> = rows.iter().map(|r| r.message_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "{ids:?}");
 
     // The same burst within Telegram's default limits: one message in that second.
     let w = world(ONE_ROUTE).await;
