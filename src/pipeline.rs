@@ -64,11 +64,22 @@ impl Pipeline {
     /// One pass: decides what is due, closes due digest periods, then sends what is due.
     /// Returns whether anything happened.
     pub async fn run_once(&self) -> Result<bool, StoreError> {
+        let decided = self.decide_once().await?;
+        let sent = self.deliver_once().await?;
+        Ok(decided || sent)
+    }
+
+    /// The deciding half of a pass: decides what is due and closes due digest periods.
+    pub async fn decide_once(&self) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let decided = self.dispatcher.step(now).await?;
         let digests = self.digester.step(now).await?;
-        let sent = self.deliverer.step(now).await?;
-        Ok(decided + digests + sent > 0)
+        Ok(decided + digests > 0)
+    }
+
+    /// The sending half of a pass: sends the messages and edits that are due.
+    pub async fn deliver_once(&self) -> Result<bool, StoreError> {
+        Ok(self.deliverer.step(self.clock.now()).await? > 0)
     }
 
     pub fn digester(&self) -> &Digester {
@@ -91,10 +102,21 @@ impl Pipeline {
 
     /// When the next decision, message or message edit comes due.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let decision = self.store.next_decision_at().await?;
+        let decision = self.next_decision_at().await?;
+        let delivery = self.next_delivery_at().await?;
+        Ok([decision, delivery].into_iter().flatten().min())
+    }
+
+    /// When the next decision comes due.
+    pub async fn next_decision_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.store.next_decision_at().await
+    }
+
+    /// When the next message or message edit comes due.
+    pub async fn next_delivery_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let message = self.store.next_message_at().await?;
         let edit = self.store.next_edit_at().await?;
-        Ok([decision, message, edit].into_iter().flatten().min())
+        Ok([message, edit].into_iter().flatten().min())
     }
 
     /// A warning when TeleCMI sends agents' rings but no call-level records: without the

@@ -196,23 +196,52 @@ impl Live {
         Ok(())
     }
 
-    /// Runs the workers of the current generation until `stop` turns true; a pass under way is
-    /// finished first, so no send is cut off between Telegram accepting it and ringback recording it.
-    pub async fn run_workers(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Runs the workers of the current generation until `stop` turns true: deciding and sending
+    /// side by side, so a burst's first alerts go out while the rest are still being decided. A
+    /// pass under way is finished first, so no send is cut off between Telegram accepting it and
+    /// ringback recording it.
+    pub async fn run_workers(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let send = Notify::new();
+        let deciding = self.work(Worker::Deciding { then: &send }, &self.wake, stop.clone());
+        let sending = self.work(Worker::Sending, &send, stop);
+        tokio::join!(deciding, sending);
+    }
+
+    /// One worker's loop: passes until idle, then waits for `wake`, its next due time or `stop`.
+    async fn work(
+        &self,
+        worker: Worker<'_>,
+        wake: &Notify,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
         let mut last_upkeep = self.clock.now() - Duration::hours(1);
-        loop {
+        'passes: loop {
             if *stop.borrow() {
                 return;
             }
             let pipeline = self.current().pipeline.clone();
-            if let Err(e) = pipeline.run_until_idle().await {
-                tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
-                tokio::time::sleep(StdDuration::from_secs(1)).await;
-                continue;
+            loop {
+                let pass = match worker {
+                    Worker::Deciding { .. } => pipeline.decide_once().await,
+                    Worker::Sending => pipeline.deliver_once().await,
+                };
+                match pass {
+                    Ok(true) => worker.hand_on(),
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the alert pipeline cannot reach the database; retrying");
+                        tokio::time::sleep(StdDuration::from_secs(1)).await;
+                        continue 'passes;
+                    }
+                }
             }
+            // A wake-up may have been for the sender too (a button press queues an edit).
+            worker.hand_on();
             let now = self.clock.now();
-            if now - last_upkeep >= Duration::minutes(10) {
+            if let Worker::Deciding { .. } = worker
+                && now - last_upkeep >= Duration::minutes(10)
+            {
                 last_upkeep = now;
                 if let Ok(Some(warning)) = pipeline.missing_call_records().await {
                     tracing::warn!("{warning}");
@@ -221,7 +250,11 @@ impl Live {
                     tracing::error!(error = %e, "cannot prune old data; will try again");
                 }
             }
-            let wait = match pipeline.next_due().await {
+            let next = match worker {
+                Worker::Deciding { .. } => pipeline.next_decision_at().await,
+                Worker::Sending => pipeline.next_delivery_at().await,
+            };
+            let wait = match next {
                 Ok(Some(at)) => (at - now)
                     .to_std()
                     .unwrap_or(StdDuration::ZERO)
@@ -232,11 +265,11 @@ impl Live {
                 tokio::task::yield_now().await;
                 continue;
             }
-            if wait >= StdDuration::from_secs(1) {
+            if wait >= StdDuration::from_secs(1) && matches!(worker, Worker::Deciding { .. }) {
                 crate::memory::release_freed();
             }
             tokio::select! {
-                () = self.wake.notified() => {},
+                () = wake.notified() => {},
                 () = tokio::time::sleep(wait) => {},
                 _ = stop.changed() => {},
             }
@@ -289,6 +322,24 @@ impl Live {
             }
         });
         Some(watcher)
+    }
+}
+
+/// The two halves of the alert pipeline's work.
+#[derive(Clone, Copy)]
+enum Worker<'a> {
+    /// Decides due calls and closes digest periods, then wakes `then`, the sender.
+    Deciding { then: &'a Notify },
+    /// Sends due messages and edits.
+    Sending,
+}
+
+impl Worker<'_> {
+    /// Tells the sender there may be work, when this is the decider.
+    fn hand_on(&self) {
+        if let Worker::Deciding { then } = self {
+            then.notify_one();
+        }
     }
 }
 
