@@ -640,17 +640,56 @@ fsync of the WAL returned (slower, 23k against 29k a second: the writer no longe
 batches halved, with more commits and pages per webhook, and its page writes waited for pages
 under writeback).
 
+### The end-to-end path at 1,000 calls/s
+
+`[telegram.limits]` makes Telegram's limits settings (Telegram's own by default; a bot allowed
+paid broadcasts may send 1,000 a second, a Bot API-compatible server of another messenger may
+have none), and the last end-to-end row turns them off. `perf record` of ringback at that rate
+put about 40% of its samples in the scheduler: sqlx's SQLite driver runs each connection on a
+thread of its own, so every statement is a round trip between threads, and the write gate (one
+SQLite writer) is where they queue. What was changed, measured a run at a time (they vary a lot,
+see below):
+- One loop decided, then sent, then waited: a message waited for the decisions of the pass
+  after it too. Deciding and sending now run side by side (p50 from about 1.2 s to 10-35 ms),
+  and a pass's decisions make their reads side by side.
+- Sent marks and send slots are group-committed (whoever finds no commit under way writes what
+  every waiting delivery asked for in one transaction) and written in one statement per group:
+  an `UPDATE ... FROM (VALUES ...)` for the marks, one query each for the chats' recent sends,
+  the chats told to wait and the new sends, instead of a few statements per message.
+- Chats with problems are read once a pass, not once a message; a message with no grouping
+  window looks up no batch to join.
+- A pool of 32 connections, not 8: with 8, a commit holding the write turn waited for a
+  connection behind readers, and everything queued behind it.
+
+Tried and not kept: four senders side by side (worse: p99 500-650 ms, more commits contending
+for the one writer); a message claimed in the transaction that creates it and handed to the
+sender in memory (worse: p50 17-27 ms, the decider's commits grew); `synchronous=NORMAL` for the
+pipeline's own connections, the webhook writer staying FULL (p50 about 13 ms in two runs, but a
+power cut could then undo the last sent marks: not worth it for a difference within the noise).
+
+The rate is close to what one SQLite writer takes here with every commit fsync'd: the webhooks
+alone take about a quarter of it (1,000 commits of 0.25 ms), the decisions, claims, slots and
+marks the rest. Near that ceiling the row varies from run to run (p50 from 10 ms to seconds on
+the same build): once the sender falls behind, its passes grow, and a pass of hundreds of
+messages costs more per message than a small one. Every run delivered every call. What is left:
+fewer commits per alert (the decision, its claim, its slot and its mark are four), or the
+pipeline's statements on a connection of its own thread, as the webhook writer has.
+
 What is left for the ingest goal: the writer's per-webhook cost (fewer rows and fewer
 random-key indexes per webhook: the raw request in the record's row, the decision found from
 the record rather than kept in a row of its own), which bounds a single SQLite writer at about
 55k a second however large its batches; and CPU for the HTTP side, which shares two cores with
-wrk. For the end-to-end goal at 1,000 calls/s: Telegram's limits (30 messages a second) come
-first; with them lifted, delivery takes two fsync'd transactions per message (its send slot, then
-its sent mark), which would have to be taken for many chats at once.
+wrk.
 
-The previous BENCHMARKS.md (13.4k webhooks/s for telecmi, bare axum 45.8k) was measured on a
-slower machine of the same kind; on this one the same build runs about twice as fast, and bare
-axum too, so the ratios hold.
+On this session's machine (a 2-core AMD EPYC) runs vary more than before: bare axum measured
+66k/s in the run of the tables above and 76k/s and 83k/s in others the same day. Ingest only,
+back to back, the build before this session's changes against this one: telecmi 17.5k/s p99
+9.9 ms against 16.6k/s p99 9.8 ms, callr 15.5k p99 10.9 ms against 19.2k p99 8.5 ms,
+callerdesk 17.5k p99 9.7 ms against 17.1k p99 9.3 ms. p99 sits around the 10 ms goal here,
+above it in the run of the tables (12.6 ms for telecmi).
+
+The previous BENCHMARKS.md (bare axum 89k/s, telecmi 17.8k/s with p99 8.4 ms) was measured on
+another machine of the same kind, a 2-core Intel Xeon.
 ";
 
 mod end_to_end {
