@@ -243,17 +243,29 @@ async fn smtp_550_fails_at_once() {
     );
 }
 
-/// Posts `n` missed calls from different numbers, a second apart, to the one-route world.
-async fn burst(w: &crate::alerts::World, n: u64) {
+/// Posts `n` missed calls from different numbers to the one-route world, in the same instant
+/// or `gap` seconds apart.
+async fn post_missed(w: &crate::alerts::World, prefix: &str, n: u64, gap: i64) {
     for i in 0..n {
         w.app
             .post_json(
                 Provider::Telecmi,
-                &call(&format!("burst-{i}"), "missed", 919810000100 + i),
+                &call(&format!("{prefix}-{i}"), "missed", 919810000100 + i),
             )
             .await;
-        w.app.advance(1).await;
+        if gap > 0 {
+            w.app.advance(gap).await;
+        }
     }
+}
+
+async fn at_once(w: &crate::alerts::World, prefix: &str, n: u64) {
+    post_missed(w, prefix, n, 0).await;
+}
+
+/// A second apart.
+async fn burst(w: &crate::alerts::World, n: u64) {
+    post_missed(w, "burst", n, 1).await;
 }
 
 #[tokio::test]
@@ -294,14 +306,7 @@ async fn configured_limits_replace_telegrams_own() {
     ))
     .await;
     w.telegram.without_limits();
-    for i in 0..30 {
-        w.app
-            .post_json(
-                Provider::Telecmi,
-                &call(&format!("nolimit-{i}"), "missed", 919810000100 + i),
-            )
-            .await;
-    }
+    at_once(&w, "nolimit", 30).await;
     // The settle window (3 s) passes once: every alert goes out in that same second.
     w.app.advance(3).await;
     let sent = w.telegram.sent_to(FRONT_DESK);
@@ -318,14 +323,7 @@ async fn configured_limits_replace_telegrams_own() {
 
     // The same burst within Telegram's default limits: one message in that second.
     let w = world(ONE_ROUTE).await;
-    for i in 0..30 {
-        w.app
-            .post_json(
-                Provider::Telecmi,
-                &call(&format!("limit-{i}"), "missed", 919810000100 + i),
-            )
-            .await;
-    }
+    at_once(&w, "limit", 30).await;
     w.app.advance(3).await;
     assert_eq!(w.telegram.sent_to(FRONT_DESK).len(), 1);
     assert_eq!(w.telegram.limit_violations(), 0);
