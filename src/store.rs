@@ -109,27 +109,28 @@ const MARKS_PER_STATEMENT: usize = 300;
 #[derive(Debug)]
 enum Mark {
     Sent { at: i64, message_id: String },
+    Unsent(Unsent),
+}
+
+/// An attempt that did not send: tried again later, put back untried, or given up.
+#[derive(Debug)]
+enum Unsent {
     Retry { at: i64, error: String },
     Release { at: i64 },
     Failed { error: String },
 }
 
-impl Mark {
+impl Unsent {
     /// One statement for `count` ids, for `bind`.
     fn sql(&self, count: usize) -> String {
         let (set, first) = match self {
-            Mark::Sent { .. } => (
-                "state = 'sent', sent_at = $1, message_id = $2, attempts = attempts + 1, \
-                 lease_until = NULL",
-                3,
-            ),
-            Mark::Retry { .. } => (
+            Unsent::Retry { .. } => (
                 "state = 'pending', not_before = $1, last_error = $2, attempts = attempts + 1, \
                  lease_until = NULL",
                 3,
             ),
-            Mark::Release { .. } => ("state = 'pending', not_before = $1, lease_until = NULL", 2),
-            Mark::Failed { .. } => (
+            Unsent::Release { .. } => ("state = 'pending', not_before = $1, lease_until = NULL", 2),
+            Unsent::Failed { .. } => (
                 "state = 'failed', last_error = $1, attempts = attempts + 1, lease_until = NULL",
                 2,
             ),
@@ -147,32 +148,31 @@ impl Mark {
         ids: &[i64],
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
         let mut query = match self {
-            Mark::Sent { at, message_id } => query.bind(*at).bind(message_id.as_str()),
-            Mark::Retry { at, error } => query.bind(*at).bind(error.as_str()),
-            Mark::Release { at } => query.bind(*at),
-            Mark::Failed { error } => query.bind(error.as_str()),
+            Unsent::Retry { at, error } => query.bind(*at).bind(error.as_str()),
+            Unsent::Release { at } => query.bind(*at),
+            Unsent::Failed { error } => query.bind(error.as_str()),
         };
         for id in ids {
             query = query.bind(*id);
         }
         query
     }
+}
 
-    /// Sent marks of `count` single messages in one statement, each with its own time and
-    /// message id (bound as id, time, message id): at a thousand alerts a second, a statement
-    /// each is where the time goes.
-    fn sent_together_sql(count: usize) -> String {
-        let rows: Vec<String> = (0..count)
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
-        // VALUES names its columns column1, column2, ... on SQLite and PostgreSQL alike.
-        format!(
-            "UPDATE outbox SET state = 'sent', sent_at = v.column2, message_id = v.column3, \
-             attempts = attempts + 1, lease_until = NULL FROM (VALUES {}) AS v \
-             WHERE outbox.id = v.column1",
-            rows.join(", ")
-        )
-    }
+/// Sent marks of `count` messages in one statement, each with its own time and message id
+/// (bound as id, time, message id): at a thousand alerts a second, a statement each is where
+/// the time goes.
+fn sent_marks_sql(count: usize) -> String {
+    let rows: Vec<String> = (0..count)
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    // VALUES names its columns column1, column2, ... on SQLite and PostgreSQL alike.
+    format!(
+        "UPDATE outbox SET state = 'sent', sent_at = v.column2, message_id = v.column3, \
+         attempts = attempts + 1, lease_until = NULL FROM (VALUES {}) AS v \
+         WHERE outbox.id = v.column1",
+        rows.join(", ")
+    )
 }
 
 /// A send to Telegram that wants a slot within the limits.
@@ -620,11 +620,6 @@ impl Store {
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?;
-        self.outbox_items(&ids).await
-    }
-
-    /// Outbox messages by id, with what sending them needs.
-    async fn outbox_items(&self, ids: &[i64]) -> Result<Vec<OutboxItem>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -639,7 +634,7 @@ impl Store {
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for id in ids {
+        for id in &ids {
             query = query.bind(*id);
         }
         let rows = query.fetch_all(&self.pool).await?;
@@ -713,25 +708,25 @@ impl Store {
         retry_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mark = Mark::Retry {
+        let mark = Mark::Unsent(Unsent::Retry {
             at: retry_at.timestamp_millis(),
             error: error.to_owned(),
-        };
+        });
         self.mark(ids, mark).await
     }
 
     /// Puts claimed messages back, unattempted, to be sent at `at` (rate limits, batch splits).
     pub async fn release(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mark = Mark::Release {
+        let mark = Mark::Unsent(Unsent::Release {
             at: at.timestamp_millis(),
-        };
+        });
         self.mark(ids, mark).await
     }
 
     pub async fn mark_failed(&self, ids: &[i64], error: &str) -> Result<(), StoreError> {
-        let mark = Mark::Failed {
+        let mark = Mark::Unsent(Unsent::Failed {
             error: error.to_owned(),
-        };
+        });
         self.mark(ids, mark).await
     }
 
@@ -744,32 +739,28 @@ impl Store {
         self.marks
             .submit((ids.to_vec(), mark), |group| async move {
                 let (_turn, mut tx) = self.begin_write().await?;
-                let (single_sends, rest): (Vec<_>, Vec<_>) = group
-                    .iter()
-                    .partition(|(ids, mark)| ids.len() == 1 && matches!(mark, Mark::Sent { .. }));
-                let single_sends: Vec<(&[i64], i64, &str)> = single_sends
-                    .into_iter()
-                    .filter_map(|(ids, mark)| match mark {
+                let mut sent: Vec<(i64, i64, &str)> = Vec::new();
+                let mut unsent = Vec::new();
+                for (ids, mark) in &group {
+                    match mark {
                         Mark::Sent { at, message_id } => {
-                            Some((ids.as_slice(), *at, message_id.as_str()))
+                            sent.extend(ids.iter().map(|id| (*id, *at, message_id.as_str())));
                         }
-                        _ => None,
-                    })
-                    .collect();
-                for chunk in single_sends.chunks(MARKS_PER_STATEMENT) {
-                    let sql = Mark::sent_together_sql(chunk.len());
+                        Mark::Unsent(how) => unsent.push((ids, how)),
+                    }
+                }
+                for chunk in sent.chunks(MARKS_PER_STATEMENT) {
+                    let sql = sent_marks_sql(chunk.len());
                     let mut query = sqlx::query(&sql);
-                    for (ids, at, message_id) in chunk {
-                        query = query.bind(ids[0]).bind(*at).bind(*message_id);
+                    for (id, at, message_id) in chunk {
+                        query = query.bind(*id).bind(*at).bind(*message_id);
                     }
                     query.execute(&mut *tx).await?;
                 }
-                for (ids, mark) in rest {
+                for (ids, how) in unsent {
                     for chunk in ids.chunks(MARKS_PER_STATEMENT) {
-                        let sql = mark.sql(chunk.len());
-                        mark.bind(sqlx::query(&sql), chunk)
-                            .execute(&mut *tx)
-                            .await?;
+                        let sql = how.sql(chunk.len());
+                        how.bind(sqlx::query(&sql), chunk).execute(&mut *tx).await?;
                     }
                 }
                 tx.commit().await?;
