@@ -370,3 +370,26 @@ fn build(
         bot,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_decider_wakes_the_sender_and_the_sender_wakes_nobody() {
+        let send = Notify::new();
+        Worker::Sending.hand_on();
+        Worker::Deciding { then: &send }.hand_on();
+        // The permit is kept until the sender waits, so a wake-up between its passes is not lost.
+        tokio::select! {
+            biased;
+            () = send.notified() => {},
+            () = std::future::ready(()) => panic!("the sender was not woken"),
+        }
+        tokio::select! {
+            biased;
+            () = send.notified() => panic!("one wake-up, one permit"),
+            () = std::future::ready(()) => {},
+        }
+    }
+}
