@@ -1067,6 +1067,25 @@ mod tests {
     }
 
     #[test]
+    fn telegram_limits_default_to_telegrams_and_are_checked() {
+        let default = parse("", &[]).unwrap();
+        assert_eq!(
+            default.telegram.limits,
+            crate::deliver::limits::Limits::default()
+        );
+        let off = parse(
+            "[telegram.limits]\nchat_interval_ms = 0\ngroup_per_minute = 0\nper_second = 0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(off.telegram.limits.per_second, 0);
+        assert_eq!(off.telegram.limits.chat_interval_ms, 0);
+        let p = only_problem(parse("[telegram.limits]\nper_second = -1\n", &[]).unwrap_err());
+        assert_eq!(p.line, Some(2));
+        assert_eq!(p.key.as_deref(), Some("telegram.limits.per_second"));
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 5\n", &[]).unwrap_err();
         let p = only_problem(err);
