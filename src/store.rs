@@ -1073,6 +1073,24 @@ impl Store {
         let Some(earliest) = group.iter().map(|r| r.now).min() else {
             return Ok(Vec::new());
         };
+        if group.iter().all(|r| r.limits.is_off()) {
+            // Nothing to count, so nothing to write: only a chat's 429 can hold a send back,
+            // and reading it takes neither a write turn nor an fsync.
+            let ids: Vec<i64> = group.iter().map(|r| r.chat_id).collect();
+            let blocked = blocked_until(&self.pool, &ids).await?;
+            return Ok(group
+                .iter()
+                .map(|r| {
+                    let recent = crate::deliver::limits::Recent {
+                        blocked_until: blocked.get(&r.chat_id).copied(),
+                        ..Default::default()
+                    };
+                    let ready =
+                        crate::deliver::limits::ready_at(r.chat_id, &recent, r.now, &r.limits);
+                    if ready > r.now { Err(ready) } else { Ok(()) }
+                })
+                .collect());
+        }
         let latest = group.iter().map(|r| r.now).max().unwrap_or(earliest);
         let earliest = earliest.timestamp_millis();
         let per_second = group.iter().map(|r| r.limits.per_second).max().unwrap_or(0);
@@ -1146,18 +1164,9 @@ impl Store {
                 }
             }
         }
-        let sql = format!(
-            "SELECT chat_id, blocked_until FROM telegram_chats WHERE chat_id IN ({})",
-            list(1)
-        );
-        let mut query = sqlx::query(&sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let chat_id: i64 = row.try_get("chat_id")?;
+        for (chat_id, until) in blocked_until(&mut *tx, &ids).await? {
             if let Some(recent) = chats.get_mut(&chat_id) {
-                recent.blocked_until = millis(&row, "blocked_until")?;
+                recent.blocked_until = Some(until);
             }
         }
         let mut answers = Vec::with_capacity(group.len());
@@ -1327,6 +1336,33 @@ async fn commit_decision(
         }
     }
     Ok(Some(resolved))
+}
+
+/// The chats among `ids` that Telegram told to wait (429 `retry_after`), and until when.
+async fn blocked_until<'e, E>(
+    executor: E,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, DateTime<Utc>>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT chat_id, blocked_until FROM telegram_chats WHERE chat_id IN ({}) \
+         AND blocked_until IS NOT NULL",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    let mut blocked = std::collections::HashMap::new();
+    for row in query.fetch_all(executor).await? {
+        if let Some(until) = millis(&row, "blocked_until")? {
+            blocked.insert(row.try_get("chat_id")?, until);
+        }
+    }
+    Ok(blocked)
 }
 
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
@@ -1512,6 +1548,60 @@ mod tests {
             .map(|r| r.record.dedup_key)
             .collect();
         assert_eq!(keys, ["leg", "call"]);
+    }
+
+    #[tokio::test]
+    async fn with_the_limits_off_sends_are_not_counted_but_a_429_still_holds_its_chat() {
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let off = Limits {
+            chat_interval_ms: 0,
+            group_per_minute: 0,
+            per_second: 0,
+        };
+        let now = Utc.timestamp_millis_opt(1_700_000_000_000).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                store.take_telegram_slot(7, now, &off).await.unwrap(),
+                Ok(())
+            );
+        }
+        let counted: i64 = sqlx::query("SELECT COUNT(*) AS n FROM telegram_sends")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(counted, 0);
+
+        let until = now + chrono::Duration::seconds(7);
+        store.block_telegram_chat(7, until).await.unwrap();
+        assert_eq!(
+            store.take_telegram_slot(7, now, &off).await.unwrap(),
+            Err(until)
+        );
+        assert_eq!(
+            store.take_telegram_slot(8, now, &off).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.take_telegram_slot(7, until, &off).await.unwrap(),
+            Ok(())
+        );
+
+        // Telegram's own limits count every send, so the next one to the chat waits its second.
+        let kept = Limits::default();
+        assert_eq!(
+            store.take_telegram_slot(9, now, &kept).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.take_telegram_slot(9, now, &kept).await.unwrap(),
+            Err(now + chrono::Duration::seconds(1))
+        );
     }
 
     #[test]

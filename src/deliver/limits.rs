@@ -30,6 +30,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Whether every limit is turned off, so no send needs counting.
+    pub fn is_off(&self) -> bool {
+        self.chat_interval_ms == 0 && self.group_per_minute == 0 && self.per_second == 0
+    }
+
     /// How far back (milliseconds) the limits look at a chat's sends.
     pub fn lookback_ms(&self) -> i64 {
         if self.group_per_minute > 0 {
