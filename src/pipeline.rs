@@ -82,11 +82,6 @@ impl Pipeline {
         Ok(self.deliverer.step(self.clock.now()).await? > 0)
     }
 
-    /// Whether the decider handed the sender messages it has not sent yet.
-    pub fn has_handed_on(&self) -> bool {
-        self.store.has_handed_on()
-    }
-
     pub fn digester(&self) -> &Digester {
         &self.digester
     }

@@ -205,14 +205,6 @@ impl Live {
         let deciding = self.work(Worker::Deciding { then: &send }, &self.wake, stop.clone());
         let sending = self.work(Worker::Sending, &send, stop);
         tokio::join!(deciding, sending);
-        // The decider's last pass may have handed the sender messages it claimed for it: they go
-        // now rather than wait for their claim to lapse after a restart.
-        let pipeline = self.current().pipeline.clone();
-        if pipeline.has_handed_on()
-            && let Err(e) = pipeline.deliver_once().await
-        {
-            tracing::error!(error = %e, "cannot send the last alerts before stopping; they are sent once their claim lapses");
-        }
     }
 
     /// One worker's loop: passes until idle, then waits for `wake`, its next due time or `stop`.

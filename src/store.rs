@@ -100,8 +100,6 @@ pub struct Store {
     gate: WriteGate,
     marks: std::sync::Arc<group::GroupCommit<(Vec<i64>, Mark), ()>>,
     slots: std::sync::Arc<group::GroupCommit<SlotRequest, Result<(), DateTime<Utc>>>>,
-    /// Outbox messages this process claimed as it wrote them, for its sender's next pass.
-    handed_on: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 /// Outbox rows one mark statement names at most, well within both databases' bound parameters.
@@ -267,7 +265,6 @@ impl Store {
             gate,
             marks: Default::default(),
             slots: Default::default(),
-            handed_on: Default::default(),
         })
     }
 
@@ -549,17 +546,10 @@ impl Store {
         }
         let (_turn, mut tx) = self.begin_write().await?;
         let mut results = Vec::with_capacity(decisions.len());
-        let mut claimed = Vec::new();
         for decision in decisions {
-            results.push(commit_decision(&mut tx, now, decision, &mut claimed).await?);
+            results.push(commit_decision(&mut tx, now, decision).await?);
         }
         tx.commit().await?;
-        if !claimed.is_empty() {
-            self.handed_on
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend(claimed);
-        }
         Ok(results)
     }
 
@@ -593,44 +583,13 @@ impl Store {
         Ok(query.fetch_one(&self.pool).await?.try_get("n")?)
     }
 
-    /// Whether messages claimed as they were written wait for this process's sender.
-    pub fn has_handed_on(&self) -> bool {
-        !self
-            .handed_on
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
-    }
-
-    /// Claims due messages (and messages whose claim lapsed) until `lease_until`, after the
-    /// messages this process claimed as it wrote them.
+    /// Claims due messages (and messages whose claim lapsed) until `lease_until`.
     pub async fn claim_outbox(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut ids = std::mem::take(
-            &mut *self
-                .handed_on
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        ids.extend(self.claim_due(now, lease_until, limit).await?);
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        ids.sort_unstable();
-        self.outbox_items(&ids).await
-    }
-
-    /// Claims messages due at `now` in the outbox, until `lease_until`.
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<i64>, StoreError> {
         // Every pass of the workers looks here, thousands of times a second under a burst of
         // webhooks: a read, which needs no write turn, settles the usual nothing-due case.
         let due = "SELECT 1 AS one FROM outbox WHERE (state = 'pending' AND not_before <= $1) \
@@ -657,14 +616,13 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         drop(turn);
-        Ok(claimed
+        let ids: Vec<i64> = claimed
             .iter()
             .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Claimed messages `ids`, with what their templates need.
-    async fn outbox_items(&self, ids: &[i64]) -> Result<Vec<OutboxItem>, StoreError> {
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT o.id, o.digest_run_id, o.channel, o.destination, o.options, o.batch_key, \
@@ -676,7 +634,7 @@ impl Store {
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for id in ids {
+        for id in &ids {
             query = query.bind(*id);
         }
         let rows = query.fetch_all(&self.pool).await?;
@@ -1309,12 +1267,10 @@ pub struct DecisionCommit<'a> {
     pub resolution: Option<&'a Resolution>,
 }
 
-/// Writes one decision; messages due at once are written claimed, their ids added to `claimed`.
 async fn commit_decision(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now: DateTime<Utc>,
     decision: &DecisionCommit<'_>,
-    claimed: &mut Vec<i64>,
 ) -> Result<Option<usize>, StoreError> {
     let taken = sqlx::query(
         "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
@@ -1363,39 +1319,20 @@ async fn commit_decision(
                 None
             };
             let not_before = waiting.unwrap_or(now + message.group_wait);
-            // A message due at once is claimed as it is written and handed to this process's
-            // sender, which then neither waits for its next pass nor takes a write turn (and an
-            // fsync) to claim it. Should the process stop before sending it, the claim lapses
-            // and any instance sends it, as after a crash mid-send.
-            let (state, lease_until) = if not_before <= now {
-                (
-                    "sending",
-                    Some((now + crate::deliver::LEASE).timestamp_millis()),
+            sqlx::query(
+                    "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
+                     not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
                 )
-            } else {
-                ("pending", None)
-            };
-            let id: i64 = sqlx::query(
-                "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
-                     not_before, deadline, created_at, lease_until) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-            )
-            .bind(alert_id)
-            .bind(&message.channel)
-            .bind(&message.destination)
-            .bind(&message.options)
-            .bind(&message.batch_key)
-            .bind(state)
-            .bind(not_before.timestamp_millis())
-            .bind(message.deadline.timestamp_millis())
-            .bind(now.timestamp_millis())
-            .bind(lease_until)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?;
-            if lease_until.is_some() {
-                claimed.push(id);
-            }
+                .bind(alert_id)
+                .bind(&message.channel)
+                .bind(&message.destination)
+                .bind(&message.options)
+                .bind(&message.batch_key)
+                .bind(not_before.timestamp_millis())
+                .bind(message.deadline.timestamp_millis())
+                .bind(now.timestamp_millis())
+                .execute(&mut **tx)
+                .await?;
         }
     }
     Ok(Some(resolved))

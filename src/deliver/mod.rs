@@ -19,7 +19,7 @@ use crate::route::TemplateNames;
 use crate::store::{OutboxItem, Store, StoreError};
 
 /// How long a claimed message stays claimed; a worker that died mid-send loses its claim then.
-pub const LEASE: Duration = Duration::seconds(120);
+const LEASE: Duration = Duration::seconds(120);
 const BATCHES_IN_FLIGHT: usize = 16;
 
 /// Why a send did not go through, and so what happens next.

@@ -280,54 +280,6 @@ async fn pending_alerts_survive_a_crash_and_are_sent_once() {
 }
 
 #[tokio::test]
-async fn a_message_claimed_as_it_was_decided_is_sent_once_even_if_the_sender_never_saw_it() {
-    let w = world(ONE_ROUTE).await;
-    w.app
-        .post_json(Provider::Telecmi, &call("h-1", "missed", 919810000001))
-        .await;
-    w.app.clock.advance(chrono::Duration::seconds(3));
-    let pipeline = w.app.live.current().pipeline.clone();
-    assert!(pipeline.decide_once().await.unwrap());
-    let outbox = w.app.store.outbox().await.unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(
-        outbox[0].state, "sending",
-        "claimed for this process's sender"
-    );
-
-    // Killed before its sender's next pass: no other sender takes the message while its
-    // claim holds, and one does once it lapses.
-    let app = w.app.crash_and_restart().await;
-    app.advance(60).await;
-    assert_eq!(w.telegram.requests(), 0);
-    app.advance(60).await;
-    assert_eq!(w.telegram.sent().len(), 1);
-    app.advance(3600).await;
-    assert_eq!(w.telegram.requests(), 1);
-    assert_eq!(app.store.outbox().await.unwrap()[0].state, "sent");
-}
-
-#[tokio::test]
-async fn stopping_sends_what_the_last_decisions_handed_on_first() {
-    let w = world(ONE_ROUTE).await;
-    w.app
-        .post_json(Provider::Telecmi, &call("h-2", "missed", 919810000001))
-        .await;
-    w.app.clock.advance(chrono::Duration::seconds(3));
-    let pipeline = w.app.live.current().pipeline.clone();
-    assert!(pipeline.decide_once().await.unwrap());
-    assert_eq!(w.telegram.requests(), 0);
-
-    // Told to stop before they start: the workers do no new pass, but send what was handed on.
-    let (_stop, stopped) = tokio::sync::watch::channel(true);
-    w.app.live.clone().run_workers(stopped).await;
-    let sent = w.telegram.sent();
-    assert_eq!(sent.len(), 1, "{sent:#?}");
-    assert_eq!(sent[0].chat_id, FRONT_DESK);
-    assert_eq!(w.app.store.outbox().await.unwrap()[0].state, "sent");
-}
-
-#[tokio::test]
 async fn agent_ring_alerts_only_when_a_route_opts_in() {
     let w = world(
         r#"
