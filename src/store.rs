@@ -1,16 +1,18 @@
 //! Durable storage through sqlx: SQLite by default, PostgreSQL by URL, one code path for both.
 //! Times are stored as epoch milliseconds so the same queries run on either database.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 mod bot;
+mod db;
 mod group;
 mod writer;
+
+use db::{Columns, Db, Param, PoolDb, Readers, run_ready};
 
 pub use bot::{Change, ChatProblem, Handling, MessageAlert, PressedAlert, QueuedEdit, Resolution};
 
@@ -98,6 +100,8 @@ pub struct Store {
     backend: Backend,
     writer: writer::Writer,
     gate: WriteGate,
+    /// On a SQLite file, the connections the pipeline's reads run on in-line (see `db.rs`).
+    readers: Option<std::sync::Arc<Readers>>,
     marks: std::sync::Arc<group::GroupCommit<(Vec<i64>, Mark), ()>>,
     slots: std::sync::Arc<group::GroupCommit<SlotRequest, Result<(), DateTime<Utc>>>>,
 }
@@ -142,20 +146,15 @@ impl Unsent {
         )
     }
 
-    fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-        ids: &[i64],
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        let mut query = match self {
-            Unsent::Retry { at, error } => query.bind(*at).bind(error.as_str()),
-            Unsent::Release { at } => query.bind(*at),
-            Unsent::Failed { error } => query.bind(error.as_str()),
+    /// The values `sql` binds, for `ids`.
+    fn params<'a>(&'a self, ids: &[i64]) -> Vec<Param<'a>> {
+        let mut params = match self {
+            Unsent::Retry { at, error } => vec![Param::from(*at), error.into()],
+            Unsent::Release { at } => vec![Param::from(*at)],
+            Unsent::Failed { error } => vec![error.into()],
         };
-        for id in ids {
-            query = query.bind(*id);
-        }
-        query
+        params.extend(ids.iter().map(|id| Param::from(*id)));
+        params
     }
 }
 
@@ -173,6 +172,36 @@ fn sent_marks_sql(count: usize) -> String {
          WHERE outbox.id = v.column1",
         rows.join(", ")
     )
+}
+
+/// Writes a group of marks: every sent mark in one statement, the others one per kind.
+async fn write_marks(db: &mut impl Db, group: &[(Vec<i64>, Mark)]) -> Result<(), StoreError> {
+    let mut sent: Vec<(i64, i64, &str)> = Vec::new();
+    let mut unsent = Vec::new();
+    for (ids, mark) in group {
+        match mark {
+            Mark::Sent { at, message_id } => {
+                sent.extend(ids.iter().map(|id| (*id, *at, message_id.as_str())));
+            }
+            Mark::Unsent(how) => unsent.push((ids, how)),
+        }
+    }
+    for chunk in sent.chunks(MARKS_PER_STATEMENT) {
+        let params: Vec<Param> = chunk
+            .iter()
+            .flat_map(|(id, at, message_id)| {
+                [Param::from(*id), Param::from(*at), Param::from(*message_id)]
+            })
+            .collect();
+        db.execute(&sent_marks_sql(chunk.len()), &params).await?;
+    }
+    for (ids, how) in unsent {
+        for chunk in ids.chunks(MARKS_PER_STATEMENT) {
+            db.execute(&how.sql(chunk.len()), &how.params(chunk))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A send to Telegram that wants a slot within the limits.
@@ -254,8 +283,9 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         let gate = WriteGate::for_backend(backend);
-        let writer = match sqlite_file(&url) {
-            Some(path) => writer::Writer::start_sqlite(&path, gate.clone())?,
+        let file = sqlite_file(&url);
+        let writer = match &file {
+            Some(path) => writer::Writer::start_sqlite(path, gate.clone())?,
             None => writer::Writer::start(pool.clone(), backend, gate.clone()),
         };
         Ok(Store {
@@ -263,6 +293,7 @@ impl Store {
             pool,
             backend,
             gate,
+            readers: file.map(|path| std::sync::Arc::new(Readers::new(&path))),
             marks: Default::default(),
             slots: Default::default(),
         })
@@ -283,6 +314,36 @@ impl Store {
         Ok((turn, self.pool.begin().await?))
     }
 
+    /// Runs a query outside any transaction and maps its rows: in-line on a SQLite file, through
+    /// the pool otherwise.
+    async fn read<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl FnMut(&Columns) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.read(|mut db| run_ready(db.fetch(sql, params, map))),
+            None => PoolDb(&self.pool).fetch(sql, params, map).await,
+        }
+    }
+
+    /// The one time column of a one-row query (`MIN(...) AS at`).
+    async fn read_time(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let times = self.read(sql, params, |row| row.millis("at")).await?;
+        Ok(times.into_iter().next().flatten())
+    }
+
+    /// Whether the pipeline's writes run on the SQLite writer's thread, in its next batch's
+    /// transaction (a SQLite file), rather than in transactions of their own on the pool.
+    fn on_writer(&self) -> bool {
+        self.readers.is_some()
+    }
+
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -291,6 +352,9 @@ impl Store {
 
     /// Finishes the writes under way and closes every connection.
     pub async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
         self.writer.close().await;
         self.pool.close().await;
     }
@@ -339,16 +403,14 @@ impl Store {
     ) -> Result<Vec<StoredRecord>, StoreError> {
         // Two indexed halves (see migration 0006); no row is in both, as the second half only
         // holds records whose call id differs from their conversation.
-        let rows = sqlx::query(
+        self.read(
             "SELECT * FROM call_records WHERE provider = $1 AND conversation_id = $2 \
              UNION ALL SELECT * FROM call_records WHERE provider = $1 AND call_id = $2 \
              AND call_id <> conversation_id ORDER BY id",
+            &[provider.as_str().into(), call_id.into()],
+            record_from_row,
         )
-        .bind(provider.as_str())
-        .bind(call_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record_from_row).collect()
+        .await
     }
 
     pub async fn raw_request_of(&self, record_id: i64) -> Result<Option<RawRequest>, StoreError> {
@@ -493,42 +555,41 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueDecision>, StoreError> {
-        let rows = sqlx::query(
+        self.read(
             "SELECT id, provider, subject, kind, record_id FROM decisions \
              WHERE decided_at IS NULL AND decide_at <= $1 ORDER BY decide_at, id LIMIT $2",
-        )
-        .bind(now.timestamp_millis())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
+            &[now.timestamp_millis().into(), limit.into()],
+            |row| {
                 Ok(DueDecision {
-                    id: row.try_get("id")?,
-                    provider: parsed(row, "provider")?,
-                    subject: row.try_get("subject")?,
-                    kind: parsed(row, "kind")?,
-                    record_id: row.try_get("record_id")?,
+                    id: row.get("id")?,
+                    provider: row.parsed("provider")?,
+                    subject: row.get("subject")?,
+                    kind: row.parsed("kind")?,
+                    record_id: row.get("record_id")?,
                 })
-            })
-            .collect()
+            },
+        )
+        .await
     }
 
     /// When the next undecided decision comes due.
     pub async fn next_decision_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row =
-            sqlx::query("SELECT MIN(decide_at) AS at FROM decisions WHERE decided_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        millis(&row, "at")
+        self.read_time(
+            "SELECT MIN(decide_at) AS at FROM decisions WHERE decided_at IS NULL",
+            &[],
+        )
+        .await
     }
 
     pub async fn record(&self, id: i64) -> Result<Option<StoredRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM call_records WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let records = self
+            .read(
+                "SELECT * FROM call_records WHERE id = $1",
+                &[id.into()],
+                record_from_row,
+            )
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        Ok(records.into_iter().next())
     }
 
     /// Records each verdict and writes its alerts and messages (and resolves the alerts an
@@ -543,6 +604,18 @@ impl Store {
         // Every pass of the workers comes here, mostly with nothing to commit.
         if decisions.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.on_writer() {
+            let owned: Vec<OwnedDecision> = decisions.iter().map(OwnedDecision::from).collect();
+            return self
+                .writer
+                .run(move |mut db| {
+                    owned
+                        .iter()
+                        .map(|d| run_ready(commit_decision(&mut db, now, &d.as_commit())))
+                        .collect()
+                })
+                .await;
         }
         let (_turn, mut tx) = self.begin_write().await?;
         let mut results = Vec::with_capacity(decisions.len());
@@ -576,11 +649,10 @@ impl Store {
              WHERE {column} = $1 AND received_at >= $2 AND leg = 'a' AND outcome IN ({})",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(key).bind(since.timestamp_millis());
-        for o in outcomes {
-            query = query.bind(o.as_str());
-        }
-        Ok(query.fetch_one(&self.pool).await?.try_get("n")?)
+        let mut params: Vec<Param> = vec![key.into(), since.timestamp_millis().into()];
+        params.extend(outcomes.iter().map(|o| Param::from(o.as_str())));
+        let counts = self.read(&sql, &params, |row| row.get::<i64>("n")).await?;
+        Ok(counts.into_iter().next().unwrap_or(0))
     }
 
     /// Claims due messages (and messages whose claim lapsed) until `lease_until`.
@@ -597,7 +669,6 @@ impl Store {
         if !self.finds_due(due, now).await? {
             return Ok(Vec::new());
         }
-        let turn = self.gate.enter().await;
         // On PostgreSQL instances claim side by side: SKIP LOCKED gives each its own rows. SQLite
         // runs one write at a time, so its claim is atomic as it stands.
         let lock = match self.backend {
@@ -609,17 +680,27 @@ impl Store {
              SELECT id FROM outbox WHERE (state = 'pending' AND not_before <= $2) \
              OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $3{lock}) RETURNING id"
         );
-        let claimed = sqlx::query(&sql)
-            .bind(lease_until.timestamp_millis())
-            .bind(now.timestamp_millis())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        drop(turn);
-        let ids: Vec<i64> = claimed
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let (lease_until, now) = (lease_until.timestamp_millis(), now.timestamp_millis());
+        let ids: Vec<i64> = if self.on_writer() {
+            self.writer
+                .run(move |mut db| {
+                    run_ready(db.fetch(
+                        &sql,
+                        &[lease_until.into(), now.into(), limit.into()],
+                        |row| row.get("id"),
+                    ))
+                })
+                .await?
+        } else {
+            let _turn = self.gate.enter().await;
+            PoolDb(&self.pool)
+                .fetch(
+                    &sql,
+                    &[lease_until.into(), now.into(), limit.into()],
+                    |row| row.get("id"),
+                )
+                .await?
+        };
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -633,59 +714,50 @@ impl Store {
              LEFT JOIN digest_runs d ON d.id = o.digest_run_id WHERE o.id IN ({}) ORDER BY o.id",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let digest_name: Option<String> = row.try_get("digest_name")?;
-                let digest = match &digest_name {
-                    Some(_) => Some(RenderedEmail {
-                        subject: row.try_get("subject")?,
-                        text: row.try_get("text_body")?,
-                        html: row.try_get("html_body")?,
-                    }),
-                    None => None,
-                };
-                let route: Option<String> = row.try_get("route")?;
-                let receiver: Option<String> = row.try_get("receiver")?;
-                Ok(OutboxItem {
-                    id: row.try_get("id")?,
-                    channel: row.try_get("channel")?,
-                    destination: row.try_get("destination")?,
-                    options: row.try_get("options")?,
-                    batch_key: row.try_get("batch_key")?,
-                    attempts: row.try_get("attempts")?,
-                    deadline: millis(row, "deadline")?
-                        .ok_or_else(|| StoreError::Corrupt("outbox.deadline".into()))?,
-                    context: row
-                        .try_get::<Option<String>, _>("context")?
-                        .unwrap_or_default(),
-                    route: route
-                        .or_else(|| digest_name.as_ref().map(|n| format!("digest {n}")))
-                        .unwrap_or_default(),
-                    receiver: receiver.unwrap_or_default(),
-                    digest,
-                    record_received_at: millis(row, "record_received_at")?,
-                    kind: row
-                        .try_get::<Option<String>, _>("kind")?
-                        .unwrap_or_default(),
-                    handling: Handling::from_row(row)?,
-                })
+        let params: Vec<Param> = ids.iter().map(|id| Param::from(*id)).collect();
+        self.read(&sql, &params, |row| {
+            let digest_name: Option<String> = row.get("digest_name")?;
+            let digest = match &digest_name {
+                Some(_) => Some(RenderedEmail {
+                    subject: row.get("subject")?,
+                    text: row.get("text_body")?,
+                    html: row.get("html_body")?,
+                }),
+                None => None,
+            };
+            let route: Option<String> = row.get("route")?;
+            let receiver: Option<String> = row.get("receiver")?;
+            Ok(OutboxItem {
+                id: row.get("id")?,
+                channel: row.get("channel")?,
+                destination: row.get("destination")?,
+                options: row.get("options")?,
+                batch_key: row.get("batch_key")?,
+                attempts: row.get("attempts")?,
+                deadline: row
+                    .millis("deadline")?
+                    .ok_or_else(|| StoreError::Corrupt("outbox.deadline".into()))?,
+                context: row.get::<Option<String>>("context")?.unwrap_or_default(),
+                route: route
+                    .or_else(|| digest_name.as_ref().map(|n| format!("digest {n}")))
+                    .unwrap_or_default(),
+                receiver: receiver.unwrap_or_default(),
+                digest,
+                record_received_at: row.millis("record_received_at")?,
+                kind: row.get::<Option<String>>("kind")?.unwrap_or_default(),
+                handling: Handling::from_row(row)?,
             })
-            .collect()
+        })
+        .await
     }
 
     /// Whether `sql`, a query of one row with `$1` for `now`, finds one: a read, which takes
     /// no write turn.
     async fn finds_due(&self, sql: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let row = sqlx::query(sql)
-            .bind(now.timestamp_millis())
-            .fetch_optional(&self.pool)
+        let found = self
+            .read(sql, &[now.timestamp_millis().into()], |_| Ok(()))
             .await?;
-        Ok(row.is_some())
+        Ok(!found.is_empty())
     }
 
     pub async fn mark_sent(
@@ -736,33 +808,17 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
+        if self.on_writer() {
+            let group = [(ids.to_vec(), mark)];
+            return self
+                .writer
+                .run(move |mut db| run_ready(write_marks(&mut db, &group)))
+                .await;
+        }
         self.marks
             .submit((ids.to_vec(), mark), |group| async move {
                 let (_turn, mut tx) = self.begin_write().await?;
-                let mut sent: Vec<(i64, i64, &str)> = Vec::new();
-                let mut unsent = Vec::new();
-                for (ids, mark) in &group {
-                    match mark {
-                        Mark::Sent { at, message_id } => {
-                            sent.extend(ids.iter().map(|id| (*id, *at, message_id.as_str())));
-                        }
-                        Mark::Unsent(how) => unsent.push((ids, how)),
-                    }
-                }
-                for chunk in sent.chunks(MARKS_PER_STATEMENT) {
-                    let sql = sent_marks_sql(chunk.len());
-                    let mut query = sqlx::query(&sql);
-                    for (id, at, message_id) in chunk {
-                        query = query.bind(*id).bind(*at).bind(*message_id);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                for (ids, how) in unsent {
-                    for chunk in ids.chunks(MARKS_PER_STATEMENT) {
-                        let sql = how.sql(chunk.len());
-                        how.bind(sqlx::query(&sql), chunk).execute(&mut *tx).await?;
-                    }
-                }
+                write_marks(&mut tx, &group).await?;
                 tx.commit().await?;
                 Ok(vec![(); group.len()])
             })
@@ -805,12 +861,15 @@ impl Store {
         let mut chat = chat_id;
         // Bounded: a chat migrates at most once, but a bad row must not loop forever.
         for _ in 0..4 {
-            let row = sqlx::query("SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = $1")
-                .bind(chat)
-                .fetch_optional(&self.pool)
+            let moved = self
+                .read(
+                    "SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = $1",
+                    &[chat.into()],
+                    |row| row.get::<i64>("new_chat_id"),
+                )
                 .await?;
-            match row {
-                Some(row) => chat = row.try_get("new_chat_id")?,
+            match moved.first() {
+                Some(new) => chat = *new,
                 None => break,
             }
         }
@@ -851,13 +910,12 @@ impl Store {
 
     /// When the next pending message may go.
     pub async fn next_message_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
+        self.read_time(
             "SELECT MIN(CASE WHEN state = 'pending' THEN not_before ELSE lease_until END) AS at \
              FROM outbox WHERE state IN ('pending', 'sending')",
+            &[],
         )
-        .fetch_one(&self.pool)
-        .await?;
-        millis(&row, "at")
+        .await
     }
 
     /// The end of the last period `digest` covered, if it has started.
@@ -978,7 +1036,7 @@ impl Store {
         .bind(to.timestamp_millis())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(record_from_row).collect()
+        rows.iter().map(record_from_any).collect()
     }
 
     /// Deletes what is older than `cutoff` and no longer needed: delivered or failed messages,
@@ -1038,7 +1096,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok((
-                    record_from_row(row)?,
+                    record_from_any(row)?,
                     row.try_get("verdict")?,
                     row.try_get("alert_state")?,
                 ))
@@ -1077,7 +1135,13 @@ impl Store {
             // Nothing to count, so nothing to write: only a chat's 429 can hold a send back,
             // and reading it takes neither a write turn nor an fsync.
             let ids: Vec<i64> = group.iter().map(|r| r.chat_id).collect();
-            let blocked = blocked_until(&self.pool, &ids).await?;
+            let (sql, params) = blocked_until_query(&ids);
+            let blocked: std::collections::HashMap<i64, DateTime<Utc>> = self
+                .read(&sql, &params, blocked_row)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
             return Ok(group
                 .iter()
                 .map(|r| {
@@ -1164,7 +1228,13 @@ impl Store {
                 }
             }
         }
-        for (chat_id, until) in blocked_until(&mut *tx, &ids).await? {
+        let (sql, params) = blocked_until_query(&ids);
+        for (chat_id, until) in tx
+            .fetch(&sql, &params, blocked_row)
+            .await?
+            .into_iter()
+            .flatten()
+        {
             if let Some(recent) = chats.get_mut(&chat_id) {
                 recent.blocked_until = Some(until);
             }
@@ -1259,6 +1329,36 @@ impl Store {
 }
 
 /// Makes sure a SQLite URL creates its file, and that the file's folder exists.
+/// A `DecisionCommit` that owns what it names, to be written on the SQLite writer's thread.
+struct OwnedDecision {
+    id: i64,
+    verdict: String,
+    alerts: Vec<NewAlert>,
+    resolution: Option<Resolution>,
+}
+
+impl From<&DecisionCommit<'_>> for OwnedDecision {
+    fn from(d: &DecisionCommit<'_>) -> Self {
+        OwnedDecision {
+            id: d.id,
+            verdict: d.verdict.to_owned(),
+            alerts: d.alerts.to_vec(),
+            resolution: d.resolution.cloned(),
+        }
+    }
+}
+
+impl OwnedDecision {
+    fn as_commit(&self) -> DecisionCommit<'_> {
+        DecisionCommit {
+            id: self.id,
+            verdict: &self.verdict,
+            alerts: &self.alerts,
+            resolution: self.resolution.as_ref(),
+        }
+    }
+}
+
 /// A decision ready to be committed: its verdict, alerts and the resolution it brings.
 pub struct DecisionCommit<'a> {
     pub id: i64,
@@ -1268,19 +1368,20 @@ pub struct DecisionCommit<'a> {
 }
 
 async fn commit_decision(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl Db,
     now: DateTime<Utc>,
     decision: &DecisionCommit<'_>,
 ) -> Result<Option<usize>, StoreError> {
-    let taken = sqlx::query(
-        "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
-    )
-    .bind(now.timestamp_millis())
-    .bind(decision.verdict)
-    .bind(decision.id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let taken = tx
+        .execute(
+            "UPDATE decisions SET decided_at = $1, verdict = $2 WHERE id = $3 AND decided_at IS NULL",
+            &[
+                now.timestamp_millis().into(),
+                decision.verdict.into(),
+                decision.id.into(),
+            ],
+        )
+        .await?;
     if taken != 1 {
         return Ok(None);
     }
@@ -1289,80 +1390,79 @@ async fn commit_decision(
         None => 0,
     };
     for alert in decision.alerts {
-        let alert_id: i64 = sqlx::query(
+        let alert_id = tx
+            .fetch(
                 "INSERT INTO alerts (decision_id, record_id, route, receiver, kind, context, created_at, number) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                &[
+                    decision.id.into(),
+                    alert.record_id.into(),
+                    (&alert.route).into(),
+                    (&alert.receiver).into(),
+                    (&alert.kind).into(),
+                    (&alert.context).into(),
+                    now.timestamp_millis().into(),
+                    alert.number.as_deref().into(),
+                ],
+                |row| row.get::<i64>("id"),
             )
-            .bind(decision.id)
-            .bind(alert.record_id)
-            .bind(&alert.route)
-            .bind(&alert.receiver)
-            .bind(&alert.kind)
-            .bind(&alert.context)
-            .bind(now.timestamp_millis())
-            .bind(alert.number.clone())
-            .fetch_one(&mut **tx)
             .await?
-            .try_get("id")?;
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("an inserted alert returned no id".into()))?;
         for message in &alert.messages {
             // A message joins the batch already waiting for its destination, if any; without a
             // grouping window each message is its own batch, so there is none to look for.
             let waiting = if message.group_wait > chrono::Duration::zero() {
-                let row = sqlx::query(
+                tx.fetch(
                     "SELECT MIN(not_before) AS at FROM outbox WHERE batch_key = $1 AND state = 'pending'",
+                    &[(&message.batch_key).into()],
+                    |row| row.millis("at"),
                 )
-                .bind(&message.batch_key)
-                .fetch_one(&mut **tx)
-                .await?;
-                millis(&row, "at")?
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
             } else {
                 None
             };
             let not_before = waiting.unwrap_or(now + message.group_wait);
-            sqlx::query(
-                    "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
-                     not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
-                )
-                .bind(alert_id)
-                .bind(&message.channel)
-                .bind(&message.destination)
-                .bind(&message.options)
-                .bind(&message.batch_key)
-                .bind(not_before.timestamp_millis())
-                .bind(message.deadline.timestamp_millis())
-                .bind(now.timestamp_millis())
-                .execute(&mut **tx)
-                .await?;
+            tx.execute(
+                "INSERT INTO outbox (alert_id, channel, destination, options, batch_key, state, \
+                 not_before, deadline, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+                &[
+                    alert_id.into(),
+                    (&message.channel).into(),
+                    (&message.destination).into(),
+                    (&message.options).into(),
+                    (&message.batch_key).into(),
+                    not_before.timestamp_millis().into(),
+                    message.deadline.timestamp_millis().into(),
+                    now.timestamp_millis().into(),
+                ],
+            )
+            .await?;
         }
     }
     Ok(Some(resolved))
 }
 
-/// The chats among `ids` that Telegram told to wait (429 `retry_after`), and until when.
-async fn blocked_until<'e, E>(
-    executor: E,
-    ids: &[i64],
-) -> Result<std::collections::HashMap<i64, DateTime<Utc>>, StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
+/// The query for the chats among `ids` that Telegram told to wait (429 `retry_after`); each
+/// of its rows is read by `blocked_row`.
+fn blocked_until_query(ids: &[i64]) -> (String, Vec<Param<'static>>) {
     let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT chat_id, blocked_until FROM telegram_chats WHERE chat_id IN ({}) \
          AND blocked_until IS NOT NULL",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(*id);
-    }
-    let mut blocked = std::collections::HashMap::new();
-    for row in query.fetch_all(executor).await? {
-        if let Some(until) = millis(&row, "blocked_until")? {
-            blocked.insert(row.try_get("chat_id")?, until);
-        }
-    }
-    Ok(blocked)
+    (sql, ids.iter().map(|id| Param::from(*id)).collect())
+}
+
+/// A chat told to wait, and until when.
+fn blocked_row(row: &Columns) -> Result<Option<(i64, DateTime<Utc>)>, StoreError> {
+    let chat_id: i64 = row.get("chat_id")?;
+    Ok(row.millis("blocked_until")?.map(|until| (chat_id, until)))
 }
 
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
@@ -1433,53 +1533,51 @@ fn headers_json(headers: &[(String, String)]) -> String {
 }
 
 fn millis(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let value: Option<i64> = row.try_get(column)?;
-    Ok(value.and_then(|ms| Utc.timestamp_millis_opt(ms).single()))
+    Columns::Any(row).millis(column)
 }
 
-fn parsed<T: FromStr>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("call_records.{column} = {text:?}")))
+fn record_from_any(row: &AnyRow) -> Result<StoredRecord, StoreError> {
+    record_from_row(&Columns::Any(row))
 }
 
-fn record_from_row(row: &AnyRow) -> Result<StoredRecord, StoreError> {
+fn record_from_row(row: &Columns) -> Result<StoredRecord, StoreError> {
     let phone = |raw: &str, e164: &str| -> Result<Option<PhoneNumber>, StoreError> {
-        let raw: Option<String> = row.try_get(raw)?;
-        let e164: Option<String> = row.try_get(e164)?;
+        let raw: Option<String> = row.get(raw)?;
+        let e164: Option<String> = row.get(e164)?;
         Ok(raw.map(|raw| PhoneNumber { raw, e164 }))
     };
-    let extra: String = row.try_get("extra")?;
+    let extra: String = row.get("extra")?;
     let record = CallRecord {
-        provider: parsed(row, "provider")?,
-        call_id: row.try_get("call_id")?,
-        conversation_id: row.try_get("conversation_id")?,
-        leg: parsed(row, "leg")?,
-        dedup_key: row.try_get("dedup_key")?,
-        direction: parsed(row, "direction")?,
-        outcome: parsed(row, "outcome")?,
-        provider_status: row.try_get("provider_status")?,
+        provider: row.parsed("provider")?,
+        call_id: row.get("call_id")?,
+        conversation_id: row.get("conversation_id")?,
+        leg: row.parsed("leg")?,
+        dedup_key: row.get("dedup_key")?,
+        direction: row.parsed("direction")?,
+        outcome: row.parsed("outcome")?,
+        provider_status: row.get("provider_status")?,
         caller: phone("caller", "caller_e164")?,
-        caller_name: row.try_get("caller_name")?,
+        caller_name: row.get("caller_name")?,
         called: phone("called", "called_e164")?,
-        agent: row.try_get("agent")?,
+        agent: row.get("agent")?,
         agent_phone: phone("agent_phone", "agent_phone_e164")?,
-        group: row.try_get("call_group")?,
-        started_at: millis(row, "started_at")?,
-        answered_at: millis(row, "answered_at")?,
-        ended_at: millis(row, "ended_at")?,
-        ring_seconds: row.try_get("ring_seconds")?,
-        talk_seconds: row.try_get("talk_seconds")?,
-        hangup: row.try_get("hangup")?,
-        recording: row.try_get("recording")?,
+        group: row.get("call_group")?,
+        started_at: row.millis("started_at")?,
+        answered_at: row.millis("answered_at")?,
+        ended_at: row.millis("ended_at")?,
+        ring_seconds: row.get("ring_seconds")?,
+        talk_seconds: row.get("talk_seconds")?,
+        hangup: row.get("hangup")?,
+        recording: row.get("recording")?,
         extra: serde_json::from_str(&extra)
             .map_err(|_| StoreError::Corrupt(format!("call_records.extra = {extra:?}")))?,
     };
     Ok(StoredRecord {
-        id: row.try_get("id")?,
-        received_at: millis(row, "received_at")?
+        id: row.get("id")?,
+        received_at: row
+            .millis("received_at")?
             .ok_or_else(|| StoreError::Corrupt("call_records.received_at".into()))?,
-        resends: row.try_get("resends")?,
+        resends: row.get("resends")?,
         record,
     })
 }

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, millis};
+use super::db::Db;
+use super::{Columns, Store, StoreError, millis};
 
 /// Where an alert stands: open, claimed, called back (by a button), or reached (by a later call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,14 +24,14 @@ impl Handling {
         self.handled_at.is_none() && self.reached_at.is_none()
     }
 
-    pub(super) fn from_row(row: &AnyRow) -> Result<Handling, StoreError> {
+    pub(super) fn from_row(row: &Columns) -> Result<Handling, StoreError> {
         Ok(Handling {
-            claimed_by: row.try_get("claimed_by")?,
-            claimed_at: millis(row, "claimed_at")?,
-            handled_by: row.try_get("handled_by")?,
-            handled_at: millis(row, "handled_at")?,
-            reached_by: row.try_get("reached_by")?,
-            reached_at: millis(row, "reached_at")?,
+            claimed_by: row.get("claimed_by")?,
+            claimed_at: row.millis("claimed_at")?,
+            handled_by: row.get("handled_by")?,
+            handled_at: row.millis("handled_at")?,
+            reached_by: row.get("reached_by")?,
+            reached_at: row.millis("reached_at")?,
         })
     }
 }
@@ -112,7 +112,7 @@ impl Store {
                 kind: row.try_get("kind")?,
                 chat_id: row.try_get("destination")?,
                 message_id: row.try_get("message_id")?,
-                handling: Handling::from_row(&row)?,
+                handling: Handling::from_row(&Columns::Any(&row))?,
             })
         })
         .transpose()
@@ -180,7 +180,7 @@ impl Store {
                     options: row.try_get("options")?,
                     context: row.try_get("context")?,
                     kind: row.try_get("kind")?,
-                    handling: Handling::from_row(row)?,
+                    handling: Handling::from_row(&Columns::Any(row))?,
                 })
             })
             .collect()
@@ -258,13 +258,12 @@ impl Store {
 
     /// When the next queued edit comes due.
     pub async fn next_edit_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
+        self.read_time(
             "SELECT MIN(CASE WHEN lease_until IS NULL THEN due_at ELSE lease_until END) AS at \
              FROM telegram_edits",
+            &[],
         )
-        .fetch_one(&self.pool)
-        .await?;
-        millis(&row, "at")
+        .await
     }
 
     /// Open (unclaimed, unresolved) missed-call alerts sent or bound for `chat_id`, newest first:
@@ -352,20 +351,21 @@ impl Store {
     }
 
     pub async fn chat_problems(&self) -> Result<Vec<ChatProblem>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM telegram_chat_problems ORDER BY chat_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
+        self.read(
+            "SELECT * FROM telegram_chat_problems ORDER BY chat_id",
+            &[],
+            |r| {
                 Ok(ChatProblem {
-                    chat_id: r.try_get("chat_id")?,
-                    problem: r.try_get("problem")?,
-                    fix: r.try_get("fix")?,
-                    at: millis(r, "at")?
+                    chat_id: r.get("chat_id")?,
+                    problem: r.get("problem")?,
+                    fix: r.get("fix")?,
+                    at: r
+                        .millis("at")?
                         .ok_or_else(|| StoreError::Corrupt("telegram_chat_problems.at".into()))?,
                 })
-            })
-            .collect()
+            },
+        )
+        .await
     }
 
     /// Takes or renews lease `name` for `holder` until `until`; `false` while another holder's
@@ -442,27 +442,28 @@ impl Store {
 /// Resolves the open alerts a later answered call reached, inside the decision's transaction;
 /// returns how many.
 pub(super) async fn resolve(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl Db,
     resolution: &Resolution,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut resolved = Vec::new();
     for number in &resolution.numbers {
-        let rows = sqlx::query(
-            "UPDATE alerts SET reached_by = $1, reached_at = $2 WHERE number = $3 \
-             AND kind = 'missed_call' AND handled_at IS NULL AND reached_at IS NULL \
-             AND EXISTS (SELECT 1 FROM call_records r WHERE r.id = alerts.record_id \
-             AND r.received_at <= $4) RETURNING id",
-        )
-        .bind(resolution.agent.clone())
-        .bind(resolution.at.timestamp_millis())
-        .bind(number)
-        .bind(resolution.record_received_at.timestamp_millis())
-        .fetch_all(&mut **tx)
-        .await?;
-        for row in rows {
-            resolved.push(row.try_get::<i64, _>("id")?);
-        }
+        let ids = tx
+            .fetch(
+                "UPDATE alerts SET reached_by = $1, reached_at = $2 WHERE number = $3 \
+                 AND kind = 'missed_call' AND handled_at IS NULL AND reached_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM call_records r WHERE r.id = alerts.record_id \
+                 AND r.received_at <= $4) RETURNING id",
+                &[
+                    resolution.agent.as_deref().into(),
+                    resolution.at.timestamp_millis().into(),
+                    number.into(),
+                    resolution.record_received_at.timestamp_millis().into(),
+                ],
+                |row| row.get::<i64>("id"),
+            )
+            .await?;
+        resolved.extend(ids);
     }
     queue_edits(tx, &resolved, now).await?;
     Ok(resolved.len())
@@ -470,36 +471,37 @@ pub(super) async fn resolve(
 
 /// Queues an edit of every sent Telegram message that shows one of `alert_ids`.
 async fn queue_edits(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl Db,
     alert_ids: &[i64],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for alert_id in alert_ids {
-        let rows = sqlx::query(
-            "SELECT destination, message_id FROM outbox WHERE alert_id = $1 \
-             AND channel = 'telegram' AND state = 'sent'",
-        )
-        .bind(alert_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        for row in rows {
-            let chat: String = row.try_get("destination")?;
-            let message: Option<String> = row.try_get("message_id")?;
+        let messages = tx
+            .fetch(
+                "SELECT destination, message_id FROM outbox WHERE alert_id = $1 \
+                 AND channel = 'telegram' AND state = 'sent'",
+                &[(*alert_id).into()],
+                |row| {
+                    Ok((
+                        row.get::<String>("destination")?,
+                        row.get::<Option<String>>("message_id")?,
+                    ))
+                },
+            )
+            .await?;
+        for (chat, message) in messages {
             // "logged" messages (no bot token) have no Telegram message to edit.
             let (Ok(chat), Some(Ok(message))) =
                 (chat.parse::<i64>(), message.map(|m| m.parse::<i64>()))
             else {
                 continue;
             };
-            sqlx::query(
+            tx.execute(
                 "INSERT INTO telegram_edits (chat_id, message_id, due_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (chat_id, message_id) DO UPDATE SET due_at = excluded.due_at, \
                  attempts = 0, version = telegram_edits.version + 1",
+                &[chat.into(), message.into(), now.timestamp_millis().into()],
             )
-            .bind(chat)
-            .bind(message)
-            .bind(now.timestamp_millis())
-            .execute(&mut **tx)
             .await?;
         }
     }

@@ -48,12 +48,58 @@ impl Pending {
     }
 }
 
-/// What the writer is asked: a record to write, or to finish and close its connection.
+/// What the writer is asked: a record to write, other work for its next transaction (SQLite
+/// only), or to finish and close its connection.
 // Nearly every job is a write, so boxing it would cost an allocation per webhook and save nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Job {
     Write(Pending, Reply),
+    Work(Box<dyn Work>),
     Close(oneshot::Sender<()>),
+}
+
+/// A write of the alert pipeline (a decision, an outbox claim or mark) that the SQLite writer
+/// runs in the transaction of its next batch, in a savepoint of its own: it shares the batch's
+/// fsync, and failing, fails alone.
+pub(super) trait Work: Send {
+    /// Runs the work on the writer's connection; it may be run again, alone, if the batch's
+    /// transaction fails.
+    fn run(&mut self, connection: &rusqlite::Connection) -> Result<(), StoreError>;
+
+    /// Answers once the transaction it ran in has committed, or could not.
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+/// `Work` from a closure, answered through a channel.
+pub(super) struct Task<T, F> {
+    work: F,
+    output: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Work for Task<T, F>
+where
+    T: Send,
+    F: FnMut(super::db::SqliteDb) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, connection: &rusqlite::Connection) -> Result<(), StoreError> {
+        let output = (self.work)(super::db::SqliteDb(connection));
+        let failed = output.as_ref().err().map(ToString::to_string);
+        self.output = Some(output);
+        match failed {
+            Some(e) => Err(StoreError::Grouped(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
+        let result = match (committed, self.output) {
+            (Ok(()), Some(output)) => output,
+            (Ok(()), None) => Err(StoreError::Corrupt("the writer skipped a write".into())),
+            (Err(e), _) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
 }
 
 /// The answer goes back with what was written, so that freeing it is the request's work too.
@@ -92,6 +138,27 @@ impl Writer {
         result
     }
 
+    /// Runs `work` in the SQLite writer's next transaction and returns its result once that has
+    /// committed. Only a SQLite file's writer runs work (see `Store::on_writer`).
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(super::db::SqliteDb) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Corrupt("the storage writer has stopped".into());
+        let task = Task {
+            work,
+            output: None,
+            reply,
+        };
+        self.queue
+            .send(Job::Work(Box::new(task)))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
     /// Writes what is queued, then closes the writer's connection: the last connection to a
     /// SQLite file to close checkpoints the WAL into the database, so the next start does not
     /// have to read it back. Writes after this are refused.
@@ -125,15 +192,18 @@ pub(super) fn answer(
     }
 }
 
-/// Moves the writes among `jobs` into `batch`; returns a close request, if one came.
+/// Moves the writes among `jobs` into `batch` and the other work into `work`; returns a close
+/// request, if one came.
 pub(super) fn sort_jobs(
     jobs: impl IntoIterator<Item = Job>,
     batch: &mut Vec<(Pending, Reply)>,
+    work: &mut Vec<Box<dyn Work>>,
 ) -> Option<oneshot::Sender<()>> {
     let mut close = None;
     for job in jobs {
         match job {
             Job::Write(pending, reply) => batch.push((pending, reply)),
+            Job::Work(w) => work.push(w),
             Job::Close(done) => close = Some(done),
         }
     }
@@ -150,7 +220,13 @@ async fn run(pool: AnyPool, backend: Backend, gate: WriteGate, mut received: mps
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
     while received.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let close = sort_jobs(jobs.drain(..), &mut batch);
+        let mut work = Vec::new();
+        let close = sort_jobs(jobs.drain(..), &mut batch, &mut work);
+        for w in work {
+            w.answer(Err(StoreError::Corrupt(
+                "only a SQLite file's writer runs pipeline work".into(),
+            )));
+        }
         write_batch(&pool, backend, &gate, &mut connection, &mut batch).await;
         if let Some(done) = close {
             drop(connection);

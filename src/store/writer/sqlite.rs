@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::{Job, MAX_BATCH, Pending, Reply, answer, e164, phone, sort_jobs};
+use super::{Job, MAX_BATCH, Pending, Reply, Work, answer, e164, phone, sort_jobs};
 use crate::store::{Ingested, StoreError, WriteGate};
 
 const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call_id, \
@@ -63,6 +63,7 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
 
 fn run(mut connection: Connection, gate: WriteGate, mut received: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut work = Vec::new();
     // Whatever arrived while the last transaction was being committed forms the next one: under
     // load batches grow by themselves, and a lone request is written at once.
     while let Some(first) = received.blocking_recv() {
@@ -73,8 +74,8 @@ fn run(mut connection: Connection, gate: WriteGate, mut received: mpsc::Receiver
                 Err(_) => break,
             }
         }
-        let close = sort_jobs(jobs, &mut batch);
-        write_batch(&mut connection, &gate, &mut batch);
+        let close = sort_jobs(jobs, &mut batch, &mut work);
+        write_batch(&mut connection, &gate, &mut batch, &mut work);
         if let Some(done) = close {
             // Closing the last connection to the file checkpoints the WAL into the database.
             drop(connection);
@@ -84,31 +85,58 @@ fn run(mut connection: Connection, gate: WriteGate, mut received: mpsc::Receiver
     }
 }
 
-/// Writes `batch` in one transaction and answers each of its requests.
-fn write_batch(connection: &mut Connection, gate: &WriteGate, batch: &mut Vec<(Pending, Reply)>) {
-    if batch.is_empty() {
+/// Writes `batch` and runs `work` in one transaction, and answers each of their requests.
+fn write_batch(
+    connection: &mut Connection,
+    gate: &WriteGate,
+    batch: &mut Vec<(Pending, Reply)>,
+    work: &mut Vec<Box<dyn Work>>,
+) {
+    if batch.is_empty() && work.is_empty() {
         return;
     }
     let started = Instant::now();
     let turn = gate.enter_blocking();
-    let written = write(connection, batch);
+    let written = write(connection, batch, work);
     drop(turn);
     match written {
-        Ok(results) => answer(batch, results, started),
+        Ok(results) => {
+            if !batch.is_empty() {
+                answer(batch, results, started);
+            }
+            for w in work.drain(..) {
+                w.answer(Ok(()));
+            }
+        }
         Err(_) => {
             // One bad record must not fail the others: each is tried alone, and only the one
             // that cannot be written is refused (and so sent again by its provider).
             for (pending, reply) in batch.drain(..) {
                 let _turn = gate.enter_blocking();
                 let alone = [(pending, ())];
-                let result = write(connection, &alone)
+                let result = write(connection, &alone, &mut [])
                     .map(|mut r| r.remove(0))
                     .map_err(StoreError::from);
                 let [(pending, ())] = alone;
                 let _ = reply.send((pending, result));
             }
+            for mut w in work.drain(..) {
+                let _turn = gate.enter_blocking();
+                let alone = run_alone(connection, &mut *w);
+                w.answer(alone);
+            }
         }
     }
+}
+
+/// Runs one piece of work in a transaction of its own.
+fn run_alone(connection: &mut Connection, work: &mut dyn Work) -> Result<(), StoreError> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Work that fails keeps its error to answer with; its transaction is rolled back.
+    if work.run(&tx).is_ok() {
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Writes a batch in one immediate transaction (taking the write lock at once, so it never has to
@@ -117,8 +145,9 @@ fn write_batch(connection: &mut Connection, gate: &WriteGate, batch: &mut Vec<(P
 fn write<R>(
     connection: &mut Connection,
     batch: &[(Pending, R)],
+    work: &mut [Box<dyn Work>],
 ) -> Result<Vec<Ingested>, rusqlite::Error> {
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut records = tx.prepare_cached(INSERT_RECORD)?;
@@ -185,6 +214,13 @@ fn write<R>(
             results.push(Ingested::Stored { id });
         }
     }
+    for w in work.iter_mut() {
+        let savepoint = tx.savepoint()?;
+        // Work that fails keeps its error to answer with; the savepoint rolls back when dropped.
+        if w.run(&savepoint).is_ok() {
+            savepoint.commit()?;
+        }
+    }
     tx.commit()?;
     Ok(results)
 }
@@ -224,7 +260,7 @@ mod tests {
             answers.push(answer);
         }
         let gate = WriteGate::for_backend(Backend::Sqlite);
-        super::write_batch(&mut connection, &gate, &mut batch);
+        super::write_batch(&mut connection, &gate, &mut batch, &mut Vec::new());
         let results: Vec<_> = answers
             .into_iter()
             .map(|a| a.blocking_recv().unwrap().1)
@@ -245,6 +281,72 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM raw_requests", [], |row| row.get(0))
             .unwrap();
         assert_eq!(requests, 2);
+        runtime.block_on(store.close());
+    }
+
+    /// Work that writes `chat_id` into telegram_chats, then fails if asked to.
+    fn chat_work(
+        chat_id: i64,
+        fail: bool,
+    ) -> (
+        Box<dyn crate::store::writer::Work>,
+        tokio::sync::oneshot::Receiver<Result<i64, crate::store::StoreError>>,
+    ) {
+        use crate::store::db::{Db, Param, run_ready};
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let work = move |mut db: crate::store::db::SqliteDb| {
+            run_ready(db.execute(
+                "INSERT INTO telegram_chats (chat_id, blocked_until) VALUES ($1, $2)",
+                &[Param::from(chat_id), Param::from(1)],
+            ))?;
+            if fail {
+                return Err(crate::store::StoreError::Corrupt("refused".into()));
+            }
+            Ok(chat_id)
+        };
+        let task = crate::store::writer::Task {
+            work,
+            output: None,
+            reply,
+        };
+        (Box::new(task), answer)
+    }
+
+    #[test]
+    fn work_shares_the_batch_transaction_and_a_failing_one_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(Store::open(&format!("sqlite://{}", path.display())))
+            .unwrap();
+        let mut connection = super::open(&path).unwrap();
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        let mut batch = vec![(Pending::new(test_record(), raw(), None), reply)];
+        let (kept, kept_answer) = chat_work(1, false);
+        let (undone, undone_answer) = chat_work(2, true);
+        let mut work = vec![kept, undone];
+        let gate = WriteGate::for_backend(Backend::Sqlite);
+        super::write_batch(&mut connection, &gate, &mut batch, &mut work);
+        assert!(matches!(
+            stored.blocking_recv().unwrap().1,
+            Ok(Ingested::Stored { .. })
+        ));
+        assert_eq!(kept_answer.blocking_recv().unwrap().unwrap(), 1);
+        let refused = undone_answer.blocking_recv().unwrap().unwrap_err();
+        assert!(refused.to_string().contains("refused"), "{refused}");
+        let chats: Vec<i64> = connection
+            .prepare("SELECT chat_id FROM telegram_chats ORDER BY chat_id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            chats,
+            [1],
+            "the failed work's insert was rolled back, the other kept"
+        );
         runtime.block_on(store.close());
     }
 
