@@ -667,13 +667,25 @@ sender in memory (worse: p50 17-27 ms, the decider's commits grew); `synchronous
 pipeline's own connections, the webhook writer staying FULL (p50 about 13 ms in two runs, but a
 power cut could then undo the last sent marks: not worth it for a difference within the noise).
 
-The rate is close to what one SQLite writer takes here with every commit fsync'd: the webhooks
-alone take about a quarter of it (1,000 commits of 0.25 ms), the decisions, claims, slots and
-marks the rest. Near that ceiling the row varies from run to run (p50 from 10 ms to seconds on
-the same build): once the sender falls behind, its passes grow, and a pass of hundreds of
-messages costs more per message than a small one. Every run delivered every call. What is left:
-fewer commits per alert (the decision, its claim, its slot and its mark are four), or the
-pipeline's statements on a connection of its own thread, as the webhook writer has.
+Then the step that took the row under the goal: on a SQLite file, the pipeline's statements no
+longer go through sqlx. Measured on this machine (a 2-core CPU of the kind named above) with
+the build before it: at 1,000 calls/s with the limits off, p50 169 ms and p99 579 ms, and in a
+second run, profiled, 2.9 s and 4.3 s (the pipeline fell behind). Per-thread CPU times over that
+10 s run: the two tokio workers 6.7 s, 22 sqlx SQLite worker threads 5.8 s, the webhook writer
+0.9 s; 40% of the samples were thread switches and SQLite's own work (`sqlite3VdbeExec`) under
+2%. With two cores for ringback, the load generator and the fake Bot API, the hand-offs alone
+used the CPU up. Now (`src/store/db.rs`) each query is written once against a `Db` trait that
+runs it through sqlx (PostgreSQL) or straight on rusqlite (a SQLite file):
+- the pipeline's reads run in-line on a few read-only rusqlite connections: an indexed lookup
+  of a few microseconds costs less than the two thread switches of handing it over;
+- decision commits, outbox claims and outbox marks run on the webhook writer's thread, each in
+  a savepoint of its next batch transaction, so they share its fsync and a failed one is undone
+  alone. At 1,000/s that is one fsync'd transaction per batch for webhooks, decisions, claims
+  and marks together, where there were four kinds of transaction, each with its own fsync.
+In the same run, profiled, as before: tokio workers 4.9 s, the writer 4.6 s, the sqlx threads
+none; p50 3.8 ms and p99 15.5 ms. Every run delivered every call. Reading in-line blocks a
+tokio worker for the length of the read, which is why only the pipeline's indexed lookups do it,
+not the operators' exports and reports.
 
 What is left for the ingest goal: the writer's per-webhook cost (fewer rows and fewer
 random-key indexes per webhook: the raw request in the record's row, the decision found from
