@@ -685,7 +685,10 @@ runs it through sqlx (PostgreSQL) or straight on rusqlite (a SQLite file):
 In the same run, profiled, as before: tokio workers 4.9 s, the writer 4.6 s, the sqlx threads
 none; p50 3.8 ms and p99 15.5 ms. Four runs of this build in all (that one, the table's and two
 more of `-- e2e`): p50 3.6 to 4.7 ms, p99 12.9 to 16.5 ms, every call delivered in each; the p50
-goal holds with little room on this machine. Reading in-line blocks a
+goal holds with little room on this machine. Tried after it and not kept: a second sender loop
+beside the first, so that one claims while the other waits for its sends and marks (three runs:
+p50 73 ms with p99 1.3 s, then 4.6 ms with p99 26 ms, then 3.9 ms with p99 13.8 ms; worse and
+less steady than one sender). Reading in-line blocks a
 tokio worker for the length of the read, which is why only the pipeline's indexed lookups do it,
 not the operators' exports and reports.
 
