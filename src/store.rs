@@ -174,6 +174,22 @@ fn sent_marks_sql(count: usize) -> String {
     )
 }
 
+/// Runs the claim statement `sql` (epoch milliseconds, as stored): the ids it claimed.
+async fn claim_ids(
+    db: &mut impl Db,
+    sql: &str,
+    lease_until: i64,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<i64>, StoreError> {
+    db.fetch(
+        sql,
+        &[lease_until.into(), now.into(), limit.into()],
+        |row| row.get("id"),
+    )
+    .await
+}
+
 /// Writes a group of marks: every sent mark in one statement, the others one per kind.
 async fn write_marks(db: &mut impl Db, group: &[(Vec<i64>, Mark)]) -> Result<(), StoreError> {
     let mut sent: Vec<(i64, i64, &str)> = Vec::new();
@@ -681,25 +697,13 @@ impl Store {
              OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $3{lock}) RETURNING id"
         );
         let (lease_until, now) = (lease_until.timestamp_millis(), now.timestamp_millis());
-        let ids: Vec<i64> = if self.on_writer() {
+        let ids = if self.on_writer() {
             self.writer
-                .run(move |mut db| {
-                    run_ready(db.fetch(
-                        &sql,
-                        &[lease_until.into(), now.into(), limit.into()],
-                        |row| row.get("id"),
-                    ))
-                })
+                .run(move |mut db| run_ready(claim_ids(&mut db, &sql, lease_until, now, limit)))
                 .await?
         } else {
             let _turn = self.gate.enter().await;
-            PoolDb(&self.pool)
-                .fetch(
-                    &sql,
-                    &[lease_until.into(), now.into(), limit.into()],
-                    |row| row.get("id"),
-                )
-                .await?
+            claim_ids(&mut PoolDb(&self.pool), &sql, lease_until, now, limit).await?
         };
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1328,7 +1332,6 @@ impl Store {
     }
 }
 
-/// Makes sure a SQLite URL creates its file, and that the file's folder exists.
 /// A `DecisionCommit` that owns what it names, to be written on the SQLite writer's thread.
 struct OwnedDecision {
     id: i64,
@@ -1465,6 +1468,7 @@ fn blocked_row(row: &Columns) -> Result<Option<(i64, DateTime<Utc>)>, StoreError
     Ok(row.millis("blocked_until")?.map(|until| (chat_id, until)))
 }
 
+/// Makes sure a SQLite URL creates its file, and that the file's folder exists.
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")

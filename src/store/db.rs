@@ -13,22 +13,16 @@ use sqlx::any::AnyRow;
 
 use super::StoreError;
 
-/// A value bound to a `$n` placeholder. A NULL keeps its type: PostgreSQL refuses an integer
-/// NULL for a text column.
+/// A value bound to a `$n` placeholder. A text NULL keeps its type: PostgreSQL refuses an
+/// integer NULL for a text column.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Param<'a> {
-    Int(Option<i64>),
+    Int(i64),
     Text(Option<&'a str>),
 }
 
 impl From<i64> for Param<'_> {
     fn from(v: i64) -> Self {
-        Param::Int(Some(v))
-    }
-}
-
-impl From<Option<i64>> for Param<'_> {
-    fn from(v: Option<i64>) -> Self {
         Param::Int(v)
     }
 }

@@ -62,9 +62,9 @@ pub(super) enum Job {
 /// runs in the transaction of its next batch, in a savepoint of its own: it shares the batch's
 /// fsync, and failing, fails alone.
 pub(super) trait Work: Send {
-    /// Runs the work on the writer's connection; it may be run again, alone, if the batch's
-    /// transaction fails.
-    fn run(&mut self, connection: &rusqlite::Connection) -> Result<(), StoreError>;
+    /// Runs the work on the writer's connection and keeps its result to answer with; whether
+    /// it succeeded. It may be run again, alone, if the batch's transaction fails.
+    fn run(&mut self, connection: &rusqlite::Connection) -> bool;
 
     /// Answers once the transaction it ran in has committed, or could not.
     fn answer(self: Box<Self>, committed: Result<(), StoreError>);
@@ -82,14 +82,11 @@ where
     T: Send,
     F: FnMut(super::db::SqliteDb) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, connection: &rusqlite::Connection) -> Result<(), StoreError> {
+    fn run(&mut self, connection: &rusqlite::Connection) -> bool {
         let output = (self.work)(super::db::SqliteDb(connection));
-        let failed = output.as_ref().err().map(ToString::to_string);
+        let succeeded = output.is_ok();
         self.output = Some(output);
-        match failed {
-            Some(e) => Err(StoreError::Grouped(e)),
-            None => Ok(()),
-        }
+        succeeded
     }
 
     fn answer(self: Box<Self>, committed: Result<(), StoreError>) {

@@ -133,7 +133,7 @@ fn write_batch(
 fn run_alone(connection: &mut Connection, work: &mut dyn Work) -> Result<(), StoreError> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Work that fails keeps its error to answer with; its transaction is rolled back.
-    if work.run(&tx).is_ok() {
+    if work.run(&tx) {
         tx.commit()?;
     }
     Ok(())
@@ -217,7 +217,7 @@ fn write<R>(
     for w in work.iter_mut() {
         let savepoint = tx.savepoint()?;
         // Work that fails keeps its error to answer with; the savepoint rolls back when dropped.
-        if w.run(&savepoint).is_ok() {
+        if w.run(&savepoint) {
             savepoint.commit()?;
         }
     }
