@@ -351,6 +351,44 @@ mod tests {
     }
 
     #[test]
+    fn work_in_a_batch_that_fails_is_run_again_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(Store::open(&format!("sqlite://{}", path.display())))
+            .unwrap();
+        let mut connection = super::open(&path).unwrap();
+        // A webhook that fails inside the batch's transaction rolls the whole batch back.
+        connection
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON call_records \
+                 WHEN NEW.dedup_key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+            )
+            .unwrap();
+        let poisoned = CallRecord {
+            dedup_key: "poison".into(),
+            ..test_record()
+        };
+        let (reply, refused) = tokio::sync::oneshot::channel();
+        let mut batch = vec![(Pending::new(poisoned, raw(), None), reply)];
+        let (work, answer) = chat_work(7, false);
+        let gate = WriteGate::for_backend(Backend::Sqlite);
+        super::write_batch(&mut connection, &gate, &mut batch, &mut vec![work]);
+        assert!(refused.blocking_recv().unwrap().1.is_err());
+        assert_eq!(answer.blocking_recv().unwrap().unwrap(), 7);
+        let chats: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM telegram_chats WHERE chat_id = 7",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(chats, 1, "the work was committed on its own");
+        runtime.block_on(store.close());
+    }
+
+    #[test]
     fn the_writer_commits_to_disk_before_answering() {
         let dir = tempfile::tempdir().unwrap();
         let connection = super::open(&dir.path().join("w.db")).unwrap();
