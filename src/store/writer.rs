@@ -539,13 +539,29 @@ pub(crate) mod tests {
         });
         let mut stored = 0;
         let mut duplicates = 0;
-        for w in writes.collect::<Vec<_>>() {
-            match w.await.unwrap() {
+        let mut resent_ids = std::collections::BTreeSet::new();
+        for (i, w) in writes.collect::<Vec<_>>().into_iter().enumerate() {
+            let result = w.await.unwrap();
+            match result {
                 Ingested::Stored { .. } => stored += 1,
                 Ingested::Duplicate { .. } => duplicates += 1,
+            }
+            if i % 2 == 1 {
+                let (Ingested::Stored { id } | Ingested::Duplicate { id }) = result;
+                resent_ids.insert(id);
             }
         }
         assert_eq!((stored, duplicates), (41, 39));
         assert_eq!(store.count_records().await.unwrap(), 41);
+        // Every send of the resent record is answered with the one stored record, which counts
+        // the 39 resends.
+        assert_eq!(resent_ids.len(), 1, "{resent_ids:?}");
+        let resent = store
+            .records_of_call(test_record().provider, "resent")
+            .await
+            .unwrap();
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].id, *resent_ids.first().unwrap());
+        assert_eq!(resent[0].resends, 39);
     }
 }

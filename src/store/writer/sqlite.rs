@@ -16,9 +16,13 @@ const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call
     answered_at, ended_at, ring_seconds, talk_seconds, hangup, recording, extra, received_at) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
     ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
-    ON CONFLICT (provider, dedup_key) DO UPDATE \
-    SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
-    RETURNING id, resends";
+    ON CONFLICT (provider, dedup_key) DO NOTHING";
+
+// Kept apart from the insert: an INSERT with RETURNING (or an upsert) makes SQLite copy every page
+// it touches into a statement journal first (see BENCHMARKS.md). Resends are rare and take this
+// second statement.
+const COUNT_RESEND: &str = "UPDATE call_records SET resends = resends + 1, last_resent_at = ?3 \
+    WHERE provider = ?1 AND dedup_key = ?2 RETURNING id";
 
 const INSERT_REQUEST: &str = "INSERT INTO raw_requests (call_record_id, method, path, query, \
     headers, body, remote_addr, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -52,8 +56,8 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "cache_size", -512)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
-    // An upsert into a table with several indexes keeps a statement journal, in a temporary
-    // file unless told otherwise; it only ever holds one statement's pages.
+    // Pipeline work runs in savepoints, whose journal would otherwise be a temporary file; it
+    // only ever holds one savepoint's pages.
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     // Writers other than webhooks and decisions (the outbox, the bot) still meet this one in
     // SQLite's own lock.
@@ -151,47 +155,50 @@ fn write<R>(
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut records = tx.prepare_cached(INSERT_RECORD)?;
+        let mut resends = tx.prepare_cached(COUNT_RESEND)?;
         let mut requests = tx.prepare_cached(INSERT_REQUEST)?;
         let mut decisions = tx.prepare_cached(INSERT_DECISION)?;
         let millis = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
         for (p, _) in batch {
             let (record, raw) = (&p.record, &p.raw);
             let received_at = raw.received_at.timestamp_millis();
-            let (id, resends): (i64, i64) = records.query_row(
-                params![
-                    record.provider.as_str(),
-                    record.dedup_key,
-                    record.call_id,
-                    record.conversation_id,
-                    record.leg.as_str(),
-                    record.direction.as_str(),
-                    record.outcome.as_str(),
-                    record.provider_status,
-                    phone(&record.caller),
-                    e164(&record.caller),
-                    record.caller_name,
-                    phone(&record.called),
-                    e164(&record.called),
-                    record.agent,
-                    phone(&record.agent_phone),
-                    e164(&record.agent_phone),
-                    record.group,
-                    millis(record.started_at),
-                    millis(record.answered_at),
-                    millis(record.ended_at),
-                    record.ring_seconds,
-                    record.talk_seconds,
-                    record.hangup,
-                    record.recording,
-                    p.extra_json,
-                    received_at,
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            if resends > 0 {
+            let inserted = records.execute(params![
+                record.provider.as_str(),
+                record.dedup_key,
+                record.call_id,
+                record.conversation_id,
+                record.leg.as_str(),
+                record.direction.as_str(),
+                record.outcome.as_str(),
+                record.provider_status,
+                phone(&record.caller),
+                e164(&record.caller),
+                record.caller_name,
+                phone(&record.called),
+                e164(&record.called),
+                record.agent,
+                phone(&record.agent_phone),
+                e164(&record.agent_phone),
+                record.group,
+                millis(record.started_at),
+                millis(record.answered_at),
+                millis(record.ended_at),
+                record.ring_seconds,
+                record.talk_seconds,
+                record.hangup,
+                record.recording,
+                p.extra_json,
+                received_at,
+            ])?;
+            if inserted == 0 {
+                let id = resends.query_row(
+                    params![record.provider.as_str(), record.dedup_key, received_at],
+                    |row| row.get(0),
+                )?;
                 results.push(Ingested::Duplicate { id });
                 continue;
             }
+            let id = tx.last_insert_rowid();
             requests.execute(params![
                 id,
                 raw.method,
