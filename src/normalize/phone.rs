@@ -1,8 +1,10 @@
 //! Phone numbers as providers write them (`919999999999`, `09810000001`, `+33 6 12 34 56 78`)
 //! read into E.164 with the `phonenumber` crate, using a per-provider default region.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use phonenumber::{Mode, country};
 use serde::{Deserialize, Deserializer};
@@ -62,29 +64,52 @@ pub fn normalize(raw: &str, region: Region) -> Option<PhoneNumber> {
 /// Reading a number against the numbering plans costs tens of microseconds, and the same numbers
 /// come back all day (a line's own number in every record, repeat callers): answers are kept,
 /// up to a bound, after which the cache starts again.
-fn to_e164(raw: &str, region: Region) -> Option<String> {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
+struct Memo {
     // Keyed by region first, so a hit is looked up by `&str` without building a key.
-    type Cache = Mutex<HashMap<Region, HashMap<String, Option<String>>>>;
-    static CACHE: LazyLock<Cache> = LazyLock::new(Mutex::default);
+    answers: std::sync::Mutex<HashMap<Option<Region>, Answers>>,
+}
+
+/// A reading (or formatting) of each text seen: `None` when it is no valid number.
+type Answers = HashMap<String, Option<String>>;
+
+impl Memo {
     const ENTRIES: usize = 10_000;
-    if let Some(known) = CACHE
-        .lock()
-        .expect("not poisoned")
-        .get(&region)
-        .and_then(|numbers| numbers.get(raw))
-    {
-        return known.clone();
+
+    fn new() -> Memo {
+        Memo {
+            answers: std::sync::Mutex::default(),
+        }
     }
-    let e164 = read_e164(raw, region);
-    let mut cache = CACHE.lock().expect("not poisoned");
-    let numbers = cache.entry(region).or_default();
-    if numbers.len() >= ENTRIES {
-        numbers.clear();
+
+    fn get(
+        &self,
+        region: Option<Region>,
+        text: &str,
+        read: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        if let Some(known) = self
+            .answers
+            .lock()
+            .expect("not poisoned")
+            .get(&region)
+            .and_then(|answers| answers.get(text))
+        {
+            return known.clone();
+        }
+        let answer = read();
+        let mut answers = self.answers.lock().expect("not poisoned");
+        let answers = answers.entry(region).or_default();
+        if answers.len() >= Self::ENTRIES {
+            answers.clear();
+        }
+        answers.insert(text.to_owned(), answer.clone());
+        answer
     }
-    numbers.insert(raw.to_owned(), e164.clone());
-    e164
+}
+
+fn to_e164(raw: &str, region: Region) -> Option<String> {
+    static READ: LazyLock<Memo> = LazyLock::new(Memo::new);
+    READ.get(Some(region), raw, || read_e164(raw, region))
 }
 
 fn read_e164(raw: &str, region: Region) -> Option<String> {
@@ -108,9 +133,13 @@ fn read_e164(raw: &str, region: Region) -> Option<String> {
 }
 
 /// `+91 98100 00001`: the international format a person reads, and Telegram makes tappable.
+/// Every alert shows its caller's number this way: kept like the readings above.
 pub fn international(e164: &str) -> Option<String> {
-    let number = phonenumber::parse(None, e164).ok()?;
-    Some(number.format().mode(Mode::International).to_string())
+    static FORMATTED: LazyLock<Memo> = LazyLock::new(Memo::new);
+    FORMATTED.get(None, e164, || {
+        let number = phonenumber::parse(None, e164).ok()?;
+        Some(number.format().mode(Mode::International).to_string())
+    })
 }
 
 #[cfg(test)]
