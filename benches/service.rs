@@ -632,8 +632,9 @@ no change in resident memory); a larger page cache for the writer (slower: its c
 whenever another connection has written); checkpoints on a thread of their own (the WAL never got
 back to its start under load and grew to hundreds of MB); a raised priority for the writer
 thread (smaller batches, no faster); foreign keys off for the writer's connection, SQLite's
-memory statistics off, and an insert-then-update instead of the upsert (none changed the rate
-beyond run-to-run noise of about 3%); dropping call-record indexes (slower: the alert
+memory statistics off (neither changed the rate beyond run-to-run noise of about 3%); an
+insert-then-update instead of the upsert was not kept then for the same reason, and is kept
+now (see the last section: it saves CPU that the rate, bound by latency, did not show); dropping call-record indexes (slower: the alert
 pipeline's queries, which run during the load, then scan); and the fsync moved to a thread of
 its own, the writer committing with `synchronous=NORMAL` and each batch answered once a later
 fsync of the WAL returned (slower, 23k against 29k a second: the writer no longer waited, so its
@@ -717,6 +718,47 @@ above it in the run of the tables (12.6 ms for telecmi).
 
 The previous BENCHMARKS.md (bare axum 89k/s, telecmi 17.8k/s with p99 8.4 ms) was measured on
 another machine of the same kind, a 2-core Intel Xeon.
+
+### The session of 2026-12-03 (a 2-core AMD EPYC)
+
+The same build measured about 40k/s for bare axum and 8 to 10k/s for ringback here, and runs
+of one binary drifted by a third within minutes (13.1k/s, then 8.0k/s, four runs later). What
+the profile and the thread times say:
+- Under the telecmi load, 22% of the two cores sat idle, with wrk at 12%: the rate is bound by
+  latency, not CPU. With 128 connections instead of 64 the rate only rose to about 13k/s, so
+  the CPU per webhook bounds it too: ringback spent 85 to 130 µs of CPU per webhook (the tokio
+  workers about 55, the writer about 31, the rest the decider), where bare axum spends about 25.
+  At 50% of bare axum, ringback, wrk and the decider would need more than the two cores.
+- The writer: 28 webhooks a batch, about 2.7 ms a cycle. `strace` counted about 115 WAL page
+  writes per commit, about two and a half 4 KiB pages per webhook: the random-key indexes (the
+  dedup key, the conversation, the decision's subject) each dirty a leaf of their own. A Python
+  sqlite3 replay of the writer's three statements on this schema costs about 12 µs for each
+  random-key index per record; dropping the conversation index alone saved 12.7 of 64 µs.
+- The record's upsert with `RETURNING` made SQLite keep a statement journal: 11.6% of the
+  writer's samples were copies of each touched page into it (`subjournalPageIfRequired`).
+  `RETURNING` is implemented as a trigger, which makes the statement a multi-write one, and a
+  unique constraint makes it one that may abort: together they need the journal. The insert is
+  now `ON CONFLICT DO NOTHING` without `RETURNING`, the id read from `last_insert_rowid`, and a
+  resend (no row inserted) counted by an `UPDATE` of its own. Replayed in Python, the three
+  statements per webhook went from 78.5 to 64.5 µs (the insert alone from 50.9 to 36.4). Back
+  to back under wrk, ringback's CPU per webhook went from 113 and 116 µs to 106 and 103 µs in
+  two pairs of runs, and the rate within the noise; a later series of four pairs drifted with
+  the host (85 to 131 µs a webhook for either build) and shows nothing either way.
+- Formatting the caller's number for display (`phonenumber`, on every alert) was 2.7% of the
+  process's samples; its results are now kept like the E.164 readings.
+
+Tried and not kept this session: mimalloc again (no faster; 42 MB resident at idle, 77 to 89 MB
+at peak); a checkpointer thread with the writer's automatic checkpoint replaced by a WAL hook
+(not measured: the same WAL growth as the checkpointer tried before is bound to follow, since a
+passive checkpoint beside a writer that never stops never finds the WAL wholly copied).
+
+What the ingest goal still needs, in the order it would pay: (1) fewer random-key index
+entries per webhook (the decision found from the record's conversation instead of a row and
+unique index of its own; the raw request in the record's row); (2) answering from a durable
+append before the indexed insert (an fsync'd append of the request, the records written in
+larger batches behind it), which changes what the webhook's answer can say: its `record_id`
+and whether it was a resend are only known after the insert; (3) less CPU per request on the
+HTTP side (a quarter of it normalizing, a fifth malloc).
 ";
 
 mod end_to_end {
