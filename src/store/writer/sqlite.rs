@@ -238,22 +238,45 @@ mod tests {
     use crate::store::writer::{Pending, tests::raw};
     use crate::store::{Backend, Ingested, Store, WriteGate};
 
-    #[test]
-    fn a_record_that_cannot_be_written_fails_alone_not_its_batch() {
+    /// A migrated database, the store that migrated it (each test closes it) and a writer
+    /// connection to it.
+    fn writer_connection() -> (
+        tempfile::TempDir,
+        tokio::runtime::Runtime,
+        Store,
+        rusqlite::Connection,
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.db");
+        let path = dir.path().join("w.db");
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let store = runtime
             .block_on(Store::open(&format!("sqlite://{}", path.display())))
             .unwrap();
-        let mut connection = super::open(&path).unwrap();
-        // A write that fails inside the transaction, as a full disk or a corrupt page would.
+        let connection = super::open(&path).unwrap();
+        (dir, runtime, store, connection)
+    }
+
+    /// `writer_connection`, where inserting a record with the dedup key `poison` fails inside
+    /// the transaction, as a full disk or a corrupt page would.
+    fn poisoned_writer() -> (
+        tempfile::TempDir,
+        tokio::runtime::Runtime,
+        Store,
+        rusqlite::Connection,
+    ) {
+        let (dir, runtime, store, connection) = writer_connection();
         connection
             .execute_batch(
                 "CREATE TRIGGER poison BEFORE INSERT ON call_records \
                  WHEN NEW.dedup_key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
             )
             .unwrap();
+        (dir, runtime, store, connection)
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_fails_alone_not_its_batch() {
+        let (_dir, runtime, store, mut connection) = poisoned_writer();
         let record = |key: &str| CallRecord {
             dedup_key: key.into(),
             call_id: key.into(),
@@ -321,13 +344,7 @@ mod tests {
 
     #[test]
     fn work_shares_the_batch_transaction_and_a_failing_one_is_undone_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let store = runtime
-            .block_on(Store::open(&format!("sqlite://{}", path.display())))
-            .unwrap();
-        let mut connection = super::open(&path).unwrap();
+        let (_dir, runtime, store, mut connection) = writer_connection();
         let (reply, stored) = tokio::sync::oneshot::channel();
         let mut batch = vec![(Pending::new(test_record(), raw(), None), reply)];
         let (kept, kept_answer) = chat_work(1, false);
@@ -359,20 +376,8 @@ mod tests {
 
     #[test]
     fn work_in_a_batch_that_fails_is_run_again_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let store = runtime
-            .block_on(Store::open(&format!("sqlite://{}", path.display())))
-            .unwrap();
-        let mut connection = super::open(&path).unwrap();
         // A webhook that fails inside the batch's transaction rolls the whole batch back.
-        connection
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON call_records \
-                 WHEN NEW.dedup_key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-            )
-            .unwrap();
+        let (_dir, runtime, store, mut connection) = poisoned_writer();
         let poisoned = CallRecord {
             dedup_key: "poison".into(),
             ..test_record()
