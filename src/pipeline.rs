@@ -1,7 +1,11 @@
 //! Runs the alert pipeline's workers: dispatch (decide due calls) then deliver (drain the outbox),
 //! woken by new records or by the next due time; tests run one pass to completion instead.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::{DateTime, Duration, Utc};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::clock::Clock;
 use crate::deliver::Deliverer;
@@ -137,5 +141,114 @@ impl Pipeline {
                     at.format("%Y-%m-%d %H:%M UTC")
                 )
             }))
+    }
+}
+
+/// Wakes a pipeline worker. A new record asks for a decision at the end of its settle window,
+/// later than the worker already means to wake up in a burst: such a record wakes nobody, so a
+/// burst of webhooks does not make the decider query the database between every two of them.
+pub struct Wake {
+    notify: Notify,
+    /// Unix milliseconds (clock time) when the sleeping worker will wake by itself; `AWAKE`
+    /// while it is making a pass, as it may have read the due times before a new record came.
+    asleep_until: AtomicI64,
+}
+
+const AWAKE: i64 = i64::MAX;
+
+impl Default for Wake {
+    fn default() -> Self {
+        Wake {
+            notify: Notify::new(),
+            asleep_until: AtomicI64::new(AWAKE),
+        }
+    }
+}
+
+impl Wake {
+    pub fn new() -> Wake {
+        Wake::default()
+    }
+
+    /// Wakes the worker whatever it planned: something may be due now (a reload, a button).
+    pub fn notify_one(&self) {
+        self.notify.notify_one();
+    }
+
+    /// A record was stored that comes due at `at`: wakes the worker if it would sleep past it.
+    pub fn due_at(&self, at: DateTime<Utc>) {
+        if at.timestamp_millis() < self.asleep_until.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves when woken. A wake-up that came while the worker was not waiting is kept (one
+    /// permit), so none is lost between its passes.
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Says the worker is about to sleep until `until` unless woken. Set before it waits: a
+    /// record stored in between then still wakes it, through the kept permit.
+    pub(crate) fn sleeping_until(&self, until: DateTime<Utc>) {
+        self.asleep_until
+            .store(until.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// Says the worker is making a pass: every new record wakes it again afterwards.
+    pub(crate) fn awake(&self) {
+        self.asleep_until.store(AWAKE, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wake;
+    use chrono::{TimeZone, Utc};
+
+    /// Whether `wake` holds a wake-up, taking it.
+    fn woken(wake: &Wake) -> bool {
+        use std::future::Future;
+        let mut notified = std::pin::pin!(wake.notified());
+        notified
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+    }
+
+    #[test]
+    fn a_record_due_before_the_planned_wake_up_wakes_the_worker_and_a_later_one_does_not() {
+        let wake = Wake::new();
+        let at = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        wake.sleeping_until(at(10));
+        wake.due_at(at(10));
+        wake.due_at(at(13));
+        assert!(!woken(&wake), "due when the worker wakes anyway, or later");
+        wake.due_at(at(9));
+        assert!(woken(&wake), "due before the worker would wake");
+        assert!(!woken(&wake), "one wake-up, one permit");
+    }
+
+    #[test]
+    fn while_the_worker_makes_a_pass_every_record_wakes_it_again() {
+        let wake = Wake::new();
+        let later = Utc.timestamp_opt(4_000_000_000, 0).unwrap();
+        wake.due_at(later);
+        assert!(woken(&wake), "a worker never yet asleep is awake");
+        wake.sleeping_until(later);
+        wake.awake();
+        wake.due_at(later);
+        assert!(
+            woken(&wake),
+            "it may have read the due times before this record came"
+        );
+    }
+
+    #[test]
+    fn a_wake_up_for_something_due_now_always_wakes() {
+        let wake = Wake::new();
+        wake.sleeping_until(Utc.timestamp_opt(1_800_000_000, 0).unwrap());
+        wake.notify_one();
+        assert!(woken(&wake));
     }
 }

@@ -7,12 +7,11 @@ use std::time::Duration as StdDuration;
 
 use arc_swap::ArcSwap;
 use chrono::Duration;
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::ingest::IngestState;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Wake};
 use crate::store::Store;
 
 /// Where a reload reads its config from.
@@ -39,7 +38,7 @@ pub struct Live {
     pub store: Store,
     clock: Clock,
     /// Wakes the workers: shared by all generations, so a reload never loses a wake-up.
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     current: ArcSwap<Generation>,
     reloading: tokio::sync::Mutex<()>,
     /// This process among the instances sharing the database, for leases.
@@ -53,7 +52,7 @@ impl Live {
         store: Store,
         clock: Clock,
     ) -> anyhow::Result<Live> {
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::new());
         let first = build(config, &store, &clock, &wake)?;
         Ok(Live {
             source,
@@ -201,7 +200,7 @@ impl Live {
     /// pass under way is finished first, so no send is cut off between Telegram accepting it and
     /// ringback recording it.
     pub async fn run_workers(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        let send = Notify::new();
+        let send = Wake::new();
         let deciding = self.work(Worker::Deciding { then: &send }, &self.wake, stop.clone());
         let sending = self.work(Worker::Sending, &send, stop);
         tokio::join!(deciding, sending);
@@ -211,7 +210,7 @@ impl Live {
     async fn work(
         &self,
         worker: Worker<'_>,
-        wake: &Notify,
+        wake: &Wake,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         const MAX_IDLE: StdDuration = StdDuration::from_secs(5);
@@ -268,11 +267,13 @@ impl Live {
             if wait >= StdDuration::from_secs(1) && matches!(worker, Worker::Deciding { .. }) {
                 crate::memory::release_freed();
             }
+            wake.sleeping_until(now + Duration::from_std(wait).unwrap_or(Duration::zero()));
             tokio::select! {
                 () = wake.notified() => {},
                 () = tokio::time::sleep(wait) => {},
                 _ = stop.changed() => {},
             }
+            wake.awake();
         }
     }
 
@@ -329,7 +330,7 @@ impl Live {
 #[derive(Clone, Copy)]
 enum Worker<'a> {
     /// Decides due calls and closes digest periods, then wakes `then`, the sender.
-    Deciding { then: &'a Notify },
+    Deciding { then: &'a Wake },
     /// Sends due messages and edits.
     Sending,
 }
@@ -347,7 +348,7 @@ fn build(
     config: Config,
     store: &Store,
     clock: &Clock,
-    wake: &Arc<Notify>,
+    wake: &Arc<Wake>,
 ) -> anyhow::Result<Generation> {
     let config = Arc::new(config);
     let pipeline = Arc::new(crate::startup::build_pipeline(
@@ -377,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_decider_wakes_the_sender_and_the_sender_wakes_nobody() {
-        let send = Notify::new();
+        let send = Wake::new();
         Worker::Sending.hand_on();
         Worker::Deciding { then: &send }.hand_on();
         // The permit is kept until the sender waits, so a wake-up between its passes is not lost.

@@ -199,6 +199,11 @@ pub fn build(
 ) -> anyhow::Result<(IngestState, Pipeline, Arc<Config>)> {
     let config = Arc::new(replay_config(config));
     let pipeline = crate::startup::build_pipeline(config.clone(), store.clone(), clock.clone())?;
-    let ingest = IngestState::new(&config, store, clock, Arc::new(tokio::sync::Notify::new()));
+    let ingest = IngestState::new(
+        &config,
+        store,
+        clock,
+        Arc::new(crate::pipeline::Wake::new()),
+    );
     Ok((ingest, pipeline, config))
 }

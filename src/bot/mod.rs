@@ -11,7 +11,6 @@ use teloxide::prelude::*;
 use teloxide::types::{
     AllowedUpdate, BotCommand, CallbackQuery, ChatMemberUpdated, ParseMode, UpdateKind,
 };
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -60,7 +59,7 @@ pub struct Handler {
     store: Store,
     config: Arc<Config>,
     clock: Clock,
-    wake: Arc<Notify>,
+    wake: Arc<crate::pipeline::Wake>,
     mode: Mode,
     /// The bot's @username, set once set-up has succeeded (so it also says whether it has).
     username: std::sync::OnceLock<Option<String>>,
@@ -72,7 +71,7 @@ impl Handler {
         config: Arc<Config>,
         store: Store,
         clock: Clock,
-        wake: Arc<Notify>,
+        wake: Arc<crate::pipeline::Wake>,
     ) -> Option<Handler> {
         let telegram = Telegram::from_config(&config.telegram)?;
         let mode = match &config.telegram.webhook_url {

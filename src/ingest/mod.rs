@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ProviderSettings};
 use crate::domain::{CallRecord, Provider};
 use crate::normalize::{self, Inbound, ParseError, callr};
+use crate::pipeline::Wake;
 use crate::store::{Ingested, RawRequest, Rejection, Store};
 
 /// Headers that carry secrets: never stored, never logged.
@@ -38,8 +39,9 @@ pub struct IngestState {
     trust_forwarded_for: bool,
     settle: chrono::Duration,
     clock: Clock,
-    /// Wakes the alert pipeline when a stored record asks for a decision.
-    wake: Arc<tokio::sync::Notify>,
+    /// Wakes the alert pipeline when a stored record asks for a decision sooner than it would
+    /// wake by itself.
+    wake: Arc<Wake>,
     limiter: Option<SourceLimiter>,
     requests: std::sync::atomic::AtomicU64,
 }
@@ -47,12 +49,7 @@ pub struct IngestState {
 type SourceLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
 impl IngestState {
-    pub fn new(
-        config: &Config,
-        store: Store,
-        clock: Clock,
-        wake: Arc<tokio::sync::Notify>,
-    ) -> Self {
+    pub fn new(config: &Config, store: Store, clock: Clock, wake: Arc<Wake>) -> Self {
         let providers = Provider::ALL
             .into_iter()
             .filter_map(|p| config.provider(p).map(|s| (p, s)))
@@ -364,7 +361,7 @@ async fn accept(
         )
     })?;
     if decision.is_some() && matches!(ingested, Ingested::Stored { .. }) {
-        state.wake.notify_one();
+        state.wake.due_at(decide_at);
     }
     Ok((record, ingested))
 }
