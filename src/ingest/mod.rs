@@ -444,3 +444,60 @@ fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// Stores one missed call through the webhook with `settle_seconds`, while the decider
+    /// sleeps until a minute from now; whether that woke the decider.
+    async fn wakes_a_decider_sleeping_a_minute(settle_seconds: u64) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let text = format!(
+            "[storage]\nurl = \"sqlite://{}\"\n\n[providers.telecmi]\ntoken = \"t0k\"\n\n\
+             [alerts]\nsettle_seconds = {settle_seconds}\n",
+            db.display()
+        );
+        let config =
+            crate::config::parse_with_env(std::path::Path::new("c.toml"), &text, dir.path(), [])
+                .unwrap();
+        let store = Store::open(&config.storage.url).await.unwrap();
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 9, 15, 0)
+            .unwrap();
+        let wake = Arc::new(Wake::new());
+        let state = IngestState::new(&config, store, Clock::manual(now), wake.clone());
+        wake.sleeping_until(now + chrono::Duration::minutes(1));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/webhooks/telecmi")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(auth::TOKEN_HEADER, "t0k")
+            .body(Body::from(
+                r#"{"type":"cdr","direction":"inbound","cmiuuid":"w-1","status":"missed","from":919810000001,"time":1795428000000}"#,
+            ))
+            .unwrap();
+        let response = webhook(&state, "telecmi".into(), request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut notified = std::pin::pin!(wake.notified());
+        std::future::Future::poll(
+            notified.as_mut(),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        )
+        .is_ready()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_record_wakes_the_decider_only_when_due_before_it_would_wake() {
+        assert!(
+            wakes_a_decider_sleeping_a_minute(0).await,
+            "due at once: the decider must not sleep on it"
+        );
+        assert!(
+            !wakes_a_decider_sleeping_a_minute(3600).await,
+            "due in an hour: the decider's own wake-up comes first"
+        );
+    }
+}
