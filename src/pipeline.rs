@@ -202,19 +202,22 @@ impl Wake {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Wake;
-    use chrono::{TimeZone, Utc};
-
-    /// Whether `wake` holds a wake-up, taking it.
-    fn woken(wake: &Wake) -> bool {
+impl Wake {
+    /// Whether a wake-up is held, taking it.
+    pub(crate) fn woken(&self) -> bool {
         use std::future::Future;
-        let mut notified = std::pin::pin!(wake.notified());
+        let mut notified = std::pin::pin!(self.notified());
         notified
             .as_mut()
             .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
             .is_ready()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wake;
+    use chrono::{TimeZone, Utc};
 
     #[test]
     fn a_record_due_before_the_planned_wake_up_wakes_the_worker_and_a_later_one_does_not() {
@@ -223,10 +226,10 @@ mod tests {
         wake.sleeping_until(at(10));
         wake.due_at(at(10));
         wake.due_at(at(13));
-        assert!(!woken(&wake), "due when the worker wakes anyway, or later");
+        assert!(!wake.woken(), "due when the worker wakes anyway, or later");
         wake.due_at(at(9));
-        assert!(woken(&wake), "due before the worker would wake");
-        assert!(!woken(&wake), "one wake-up, one permit");
+        assert!(wake.woken(), "due before the worker would wake");
+        assert!(!wake.woken(), "one wake-up, one permit");
     }
 
     #[test]
@@ -234,12 +237,12 @@ mod tests {
         let wake = Wake::new();
         let later = Utc.timestamp_opt(4_000_000_000, 0).unwrap();
         wake.due_at(later);
-        assert!(woken(&wake), "a worker never yet asleep is awake");
+        assert!(wake.woken(), "a worker never yet asleep is awake");
         wake.sleeping_until(later);
         wake.awake();
         wake.due_at(later);
         assert!(
-            woken(&wake),
+            wake.woken(),
             "it may have read the due times before this record came"
         );
     }
@@ -249,6 +252,6 @@ mod tests {
         let wake = Wake::new();
         wake.sleeping_until(Utc.timestamp_opt(1_800_000_000, 0).unwrap());
         wake.notify_one();
-        assert!(woken(&wake));
+        assert!(wake.woken());
     }
 }

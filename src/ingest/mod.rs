@@ -481,12 +481,7 @@ mod tests {
             .unwrap();
         let response = webhook(&state, "telecmi".into(), request).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let mut notified = std::pin::pin!(wake.notified());
-        std::future::Future::poll(
-            notified.as_mut(),
-            &mut std::task::Context::from_waker(std::task::Waker::noop()),
-        )
-        .is_ready()
+        wake.woken()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,14 +238,17 @@ mod tests {
     use crate::store::writer::{Pending, tests::raw};
     use crate::store::{Backend, Ingested, Store, WriteGate};
 
-    /// A migrated database, the store that migrated it (each test closes it) and a writer
-    /// connection to it.
-    fn writer_connection() -> (
+    /// A migrated database's folder, the store that migrated it (each test closes it), and a
+    /// writer connection to it.
+    type Fixture = (
         tempfile::TempDir,
         tokio::runtime::Runtime,
         Store,
         rusqlite::Connection,
-    ) {
+    );
+
+    /// A fresh `Fixture`.
+    fn writer_connection() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -258,12 +261,7 @@ mod tests {
 
     /// `writer_connection`, where inserting a record with the dedup key `poison` fails inside
     /// the transaction, as a full disk or a corrupt page would.
-    fn poisoned_writer() -> (
-        tempfile::TempDir,
-        tokio::runtime::Runtime,
-        Store,
-        rusqlite::Connection,
-    ) {
+    fn poisoned_writer() -> Fixture {
         let (dir, runtime, store, connection) = writer_connection();
         connection
             .execute_batch(
