@@ -389,7 +389,9 @@ impl Dispatcher {
             }
         }
         if messages.is_empty() {
-            tracing::warn!(
+            // The config's loading already warned of this receiver, once; a line for every alert
+            // would bury the log (and, in a burst, cost more than the alert).
+            tracing::debug!(
                 receiver = receiver_name,
                 route = route.name(),
                 "receiver has no Telegram chat or email address: the alert is recorded but sent nowhere"
