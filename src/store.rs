@@ -64,6 +64,15 @@ pub struct RawRequest {
     pub received_at: DateTime<Utc>,
 }
 
+/// A webhook's record that could not be stored. Its request comes back to be kept among the
+/// refused ones, unless the writer stopped while holding it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct NotStored {
+    pub error: StoreError,
+    pub request: Option<RawRequest>,
+}
+
 /// A request refused with a 4xx, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -380,17 +389,21 @@ impl Store {
     /// fsync (group commit, see `writer.rs`).
     pub async fn ingest(
         &self,
-        record: &CallRecord,
-        raw: &RawRequest,
-        decision: Option<(&DecisionRequest, DateTime<Utc>)>,
-    ) -> Result<Ingested, StoreError> {
-        self.writer
-            .write(writer::Pending::new(
-                record.clone(),
-                raw.clone(),
-                decision.map(|(d, at)| (d.clone(), at)),
-            ))
+        record: CallRecord,
+        raw: RawRequest,
+        decision: Option<(DecisionRequest, DateTime<Utc>)>,
+    ) -> Result<Ingested, NotStored> {
+        match self
+            .writer
+            .write(writer::Pending::new(record, raw, decision))
             .await
+        {
+            (_, Ok(ingested)) => Ok(ingested),
+            (pending, Err(error)) => Err(NotStored {
+                error,
+                request: pending.map(|p| p.raw),
+            }),
+        }
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {
@@ -1639,7 +1652,7 @@ mod tests {
             record("call", "c1", "elsewhere"),
             record("other", "c2", "c2"),
         ] {
-            store.ingest(&r, &raw, None).await.unwrap();
+            store.ingest(r, raw.clone(), None).await.unwrap();
         }
         let provider = test_record().provider;
         let keys: Vec<String> = store

@@ -55,7 +55,7 @@ async fn store_call(db: &Path, record: &CallRecord, received_at: chrono::DateTim
         remote_addr: None,
         received_at,
     };
-    store.ingest(record, &raw, None).await.unwrap();
+    store.ingest(record.clone(), raw, None).await.unwrap();
     store.close().await;
 }
 

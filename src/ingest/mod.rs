@@ -12,13 +12,14 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::classify;
+use crate::classify::{self, DecisionRequest};
 use crate::clock::Clock;
 use crate::config::{Config, ProviderSettings};
-use crate::domain::{CallRecord, Provider};
+use crate::domain::{CallRecord, Leg, Outcome, Provider};
 use crate::normalize::{self, Inbound, ParseError, callr};
 use crate::pipeline::Wake;
 use crate::store::{Ingested, RawRequest, Rejection, Store};
@@ -211,10 +212,13 @@ async fn handle(state: &IngestState, name: String, request: Request) -> Response
         token: query_token.as_deref(),
         payload_pairs: &payload_pairs,
     };
-    let outcome = accept(state, &name, &arrival, body, &mut raw).await;
+    let outcome = match accept(state, &name, &arrival, body, &mut raw).await {
+        Ok((record, decision)) => store(state, record, raw, decision).await,
+        Err(refusal) => Err((refusal, Some(raw))),
+    };
     match outcome {
-        Ok((record, ingested)) => stored_response(&record, ingested),
-        Err(refusal) => {
+        Ok(response) => response,
+        Err((refusal, raw)) => {
             let provider = if name.parse::<Provider>().is_ok() {
                 name.clone()
             } else {
@@ -229,7 +233,14 @@ async fn handle(state: &IngestState, name: String, request: Request) -> Response
                 detail = %refusal.detail,
                 "webhook rejected"
             );
-            keep_rejected(&state.store, &name, raw, &refusal).await;
+            match raw {
+                Some(raw) => keep_rejected(&state.store, &name, raw, &refusal).await,
+                None => tracing::error!(
+                    provider = %name,
+                    "the storage writer stopped holding this request: it is not kept among the \
+                     rejected ones, and its provider is asked to send it again"
+                ),
+            }
             refusal.into_response()
         }
     }
@@ -247,14 +258,18 @@ struct Arrival<'a> {
     payload_pairs: &'a [(String, String)],
 }
 
-/// Everything between receiving a request and its record being on disk.
+/// A record to store, and the decision it asks for with when that is due.
+type Accepted = (CallRecord, Option<(DecisionRequest, DateTime<Utc>)>);
+
+/// Everything between receiving a request and its record being ready to store: `raw` gets the
+/// body.
 async fn accept(
     state: &IngestState,
     name: &str,
     arrival: &Arrival<'_>,
     body: Body,
     raw: &mut RawRequest,
-) -> Result<(CallRecord, Ingested), Refusal> {
+) -> Result<Accepted, Refusal> {
     let Arrival {
         method,
         headers,
@@ -346,24 +361,57 @@ async fn accept(
     };
     let record = normalize::parse(provider, &inbound, &settings.parse)?;
     tracing::Span::current().record("call_id", record.call_id.as_str());
-    let decision = classify::decision_for(&record);
     let decide_at = raw.received_at + state.settle;
-    let ingested = state
-        .store
-        .ingest(&record, raw, decision.as_ref().map(|d| (d, decide_at)))
-        .await
-        .map_err(|e| {
-        tracing::error!(%provider, call_id = %record.call_id, error = %e, "cannot store a webhook");
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the record could not be stored; the provider should send it again",
-        )
-    })?;
-    if decision.is_some() && matches!(ingested, Ingested::Stored { .. }) {
-        state.wake.due_at(decide_at);
+    let decision = classify::decision_for(&record).map(|d| (d, decide_at));
+    Ok((record, decision))
+}
+
+/// Stores an accepted record and answers for it. The record and its request move to the
+/// storage writer rather than being copied; a refusal gets the request back to keep, if the
+/// writer could give it back.
+async fn store(
+    state: &IngestState,
+    record: CallRecord,
+    raw: RawRequest,
+    decision: Option<(DecisionRequest, DateTime<Utc>)>,
+) -> Result<Response, (Refusal, Option<RawRequest>)> {
+    let answer = Answer {
+        provider: record.provider,
+        leg: record.leg,
+        outcome: record.outcome,
+        call_id: record.call_id.clone(),
+    };
+    let due = decision.as_ref().map(|(_, at)| *at);
+    match state.store.ingest(record, raw, decision).await {
+        Ok(ingested) => {
+            if let (Some(at), Ingested::Stored { .. }) = (due, ingested) {
+                state.wake.due_at(at);
+            }
+            Ok(stored_response(&answer, ingested))
+        }
+        Err(not_stored) => {
+            tracing::error!(
+                provider = %answer.provider,
+                call_id = %answer.call_id,
+                error = %not_stored.error,
+                "cannot store a webhook"
+            );
+            let refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the record could not be stored; the provider should send it again",
+            );
+            Err((refusal, not_stored.request))
+        }
     }
-    Ok((record, ingested))
+}
+
+/// What the answer to a stored webhook tells of its record.
+struct Answer {
+    provider: Provider,
+    leg: Leg,
+    outcome: Outcome,
+    call_id: String,
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, Refusal> {
@@ -392,7 +440,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     }
 }
 
-fn stored_response(record: &CallRecord, ingested: Ingested) -> Response {
+fn stored_response(record: &Answer, ingested: Ingested) -> Response {
     let (status, id) = match ingested {
         Ingested::Stored { id } => ("stored", id),
         Ingested::Duplicate { id } => ("duplicate", id),

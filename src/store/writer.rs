@@ -123,16 +123,23 @@ impl Writer {
         Ok(Writer { queue })
     }
 
-    /// Writes `pending` and returns once it is committed (or could not be).
-    pub async fn write(&self, pending: Pending) -> Result<Ingested, StoreError> {
+    /// Writes `pending` and returns once it is committed (or could not be), with `pending` given
+    /// back: `None` only if the writer stopped while holding it.
+    pub async fn write(&self, pending: Pending) -> (Option<Pending>, Result<Ingested, StoreError>) {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Corrupt("the storage writer has stopped".into());
-        self.queue
-            .send(Job::Write(pending, reply))
-            .await
-            .map_err(|_| stopped())?;
-        let (_written, result) = answer.await.map_err(|_| stopped())?;
-        result
+        if let Err(mpsc::error::SendError(job)) = self.queue.send(Job::Write(pending, reply)).await
+        {
+            let pending = match job {
+                Job::Write(pending, _) => Some(pending),
+                Job::Work(_) | Job::Close(_) => None,
+            };
+            return (pending, Err(stopped()));
+        }
+        match answer.await {
+            Ok((written, result)) => (Some(written), result),
+            Err(_) => (None, Err(stopped())),
+        }
     }
 
     /// Runs `work` in the SQLite writer's next transaction and returns its result once that has
@@ -497,7 +504,7 @@ pub(crate) mod tests {
         let store = Store::open(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        store.ingest(&test_record(), &raw(), None).await.unwrap();
+        store.ingest(test_record(), raw(), None).await.unwrap();
         let wal = dir.path().join("c.db-wal");
         assert!(
             wal.exists(),
@@ -508,8 +515,14 @@ pub(crate) mod tests {
             !wal.exists(),
             "the last connection to close checkpoints and removes the WAL"
         );
-        // A write after closing is refused, not lost silently.
-        assert!(store.ingest(&test_record(), &raw(), None).await.is_err());
+        // A write after closing is refused, not lost silently, and its request comes back to
+        // be kept among the refused ones.
+        let request = raw();
+        let refused = store
+            .ingest(test_record(), request.clone(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.request, Some(request));
         let reopened = Store::open(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
@@ -535,7 +548,7 @@ pub(crate) mod tests {
             } else {
                 record("resent".into())
             };
-            tokio::spawn(async move { store.ingest(&r, &raw(), None).await.unwrap() })
+            tokio::spawn(async move { store.ingest(r, raw(), None).await.unwrap() })
         });
         let mut stored = 0;
         let mut duplicates = 0;
