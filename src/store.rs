@@ -384,6 +384,12 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Stops the webhook writer alone, as a writer that failed would be stopped.
+    #[cfg(test)]
+    pub(crate) async fn close_writer(&self) {
+        self.writer.close().await;
+    }
+
     /// Stores `record` and the request it came from, durably, before returning; a resend of a
     /// stored record only counts the resend. Concurrent calls share one transaction and one
     /// fsync (group commit, see `writer.rs`).

@@ -498,10 +498,14 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    /// Stores one missed call through the webhook with `settle_seconds`, while the decider
-    /// sleeps until a minute from now; whether that woke the decider.
-    async fn wakes_a_decider_sleeping_a_minute(settle_seconds: u64) -> bool {
-        let dir = tempfile::tempdir().unwrap();
+    const BODY: &str = r#"{"type":"cdr","direction":"inbound","cmiuuid":"w-1","status":"missed","from":919810000001,"time":1795428000000}"#;
+
+    /// A webhook endpoint on a SQLite file with `settle_seconds`, at a fixed time, and the store
+    /// and wake-up it uses.
+    async fn endpoint(
+        dir: &tempfile::TempDir,
+        settle_seconds: u64,
+    ) -> (IngestState, Store, Arc<Wake>, DateTime<Utc>) {
         let db = dir.path().join("w.db");
         let text = format!(
             "[storage]\nurl = \"sqlite://{}\"\n\n[providers.telecmi]\ntoken = \"t0k\"\n\n\
@@ -516,18 +520,28 @@ mod tests {
             .with_ymd_and_hms(2026, 11, 23, 9, 15, 0)
             .unwrap();
         let wake = Arc::new(Wake::new());
-        let state = IngestState::new(&config, store, Clock::manual(now), wake.clone());
-        wake.sleeping_until(now + chrono::Duration::minutes(1));
-        let request = Request::builder()
+        let state = IngestState::new(&config, store.clone(), Clock::manual(now), wake.clone());
+        (state, store, wake, now)
+    }
+
+    /// TeleCMI's webhook of one missed call.
+    fn missed_call() -> Request {
+        Request::builder()
             .method(Method::POST)
             .uri("/webhooks/telecmi")
             .header(header::CONTENT_TYPE, "application/json")
             .header(auth::TOKEN_HEADER, "t0k")
-            .body(Body::from(
-                r#"{"type":"cdr","direction":"inbound","cmiuuid":"w-1","status":"missed","from":919810000001,"time":1795428000000}"#,
-            ))
-            .unwrap();
-        let response = webhook(&state, "telecmi".into(), request).await;
+            .body(Body::from(BODY))
+            .unwrap()
+    }
+
+    /// Stores one missed call through the webhook with `settle_seconds`, while the decider
+    /// sleeps until a minute from now; whether that woke the decider.
+    async fn wakes_a_decider_sleeping_a_minute(settle_seconds: u64) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _store, wake, now) = endpoint(&dir, settle_seconds).await;
+        wake.sleeping_until(now + chrono::Duration::minutes(1));
+        let response = webhook(&state, "telecmi".into(), missed_call()).await;
         assert_eq!(response.status(), StatusCode::OK);
         wake.woken()
     }
@@ -542,5 +556,28 @@ mod tests {
             !wakes_a_decider_sleeping_a_minute(3600).await,
             "due in an hour: the decider's own wake-up comes first"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_that_cannot_be_stored_is_refused_and_its_request_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store, _wake, now) = endpoint(&dir, 0).await;
+        store.close_writer().await;
+        let response = webhook(&state, "telecmi".into(), missed_call()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "storage_unavailable");
+        // The request went to the writer and came back, whole, to be kept.
+        let kept = store.rejections(10).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].error, "storage_unavailable");
+        assert_eq!(kept[0].status, 503);
+        assert_eq!(kept[0].request.body, BODY.as_bytes());
+        assert_eq!(kept[0].request.path, "/webhooks/telecmi");
+        assert_eq!(kept[0].request.received_at, now);
+        assert_eq!(store.count_records().await.unwrap(), 0);
     }
 }
