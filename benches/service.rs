@@ -805,6 +805,37 @@ commit leaves room for) moves the writer's work out of the request's path but do
 it: with the two cores shared with wrk, the sustained rate would stay where the CPU puts it.
 What would pay most is on the HTTP side: normalizing from borrowed JSON rather than a `Value`
 tree, and no copy of the record and the request for the writer.
+
+### A third session of 2026-12-03 (the same kind of machine, a faster hour)
+
+Bare axum measured 49 to 54k/s on this host at the start; ringback as the second session left it,
+12.1 to 15.0k/s with 83 to 106 µs of CPU per webhook, in interleaved runs of the manual harness.
+- **A warning per alert.** The benchmark's route has a receiver with no chat or address, and
+  every alert wrote a warning to the log: 15% of the decider's samples. The config's loading
+  already warns of such a receiver once; the per-alert line is now at debug level.
+- **No copies for the writer.** Freeing the record and the request twice (the copy the writer
+  got, and the original) was about half of the tokio workers' samples in `free`. They now move
+  to the writer, which gives them back; a record that cannot be stored gets its request back to
+  keep among the refused ones. With the change above, three interleaved pairs: 96, 97 and 106
+  µs of CPU per webhook before, 89, 94 and 87 after.
+- **Batches.** Under the telecmi load the writer committed about 770 batches a second, of 16
+  webhooks at the median (29 at the 95th percentile), each in about 1.1 ms, and was busy 85% of
+  the wall time. A commit delay in the manner of PostgreSQL's `commit_delay` (the writer waits up
+  to 0.3, 1 or 3 ms while webhooks are between arrival and its queue) made batches larger but
+  did not lower the CPU per webhook, and the rate fell: not kept. The commit's fixed cost is not
+  what holds the rate.
+- **Where the rest goes** (tokio workers' samples): hyper's response write about a fifth (as in
+  bare axum); normalizing a fifth, of which the `phonenumber` crate reading a number not seen
+  before is half (about 45 µs per new number, in its regular expressions; the benchmark has a
+  new caller every tenth call) and the JSON `Value` tree a quarter; the decider a sixth (every
+  call in this load is a missed one; its queries re-read the pages the writer changed, since a
+  SQLite connection drops its page cache whenever another one has committed).
+
+Tried and not kept: dropping the request's head before waiting for the writer, so that hyper
+could reuse its read buffer (hyper's buffer allocations stayed at 3% of the workers' samples);
+mimalloc, through `LD_PRELOAD`: about 8% less CPU per webhook in three pairs, but 22.5 MB
+resident at idle (18.6 with glibc), over the 20 MB goal; glibc without fast bins
+(`glibc.malloc.mxfast=0`): within the noise.
 ";
 
 mod end_to_end {
