@@ -440,22 +440,22 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     }
 }
 
-fn stored_response(record: &Answer, ingested: Ingested) -> Response {
+fn stored_response(answer: &Answer, ingested: Ingested) -> Response {
     let (status, id) = match ingested {
         Ingested::Stored { id } => ("stored", id),
         Ingested::Duplicate { id } => ("duplicate", id),
     };
-    metrics::counter!("ringback_webhooks_total", "provider" => record.provider.as_str(), "result" => status)
+    metrics::counter!("ringback_webhooks_total", "provider" => answer.provider.as_str(), "result" => status)
         .increment(1);
     if status == "stored" {
-        metrics::counter!("ringback_records_total", "provider" => record.provider.as_str(), "outcome" => record.outcome.as_str())
+        metrics::counter!("ringback_records_total", "provider" => answer.provider.as_str(), "outcome" => answer.outcome.as_str())
             .increment(1);
     }
     tracing::info!(
-        provider = %record.provider,
-        call_id = %record.call_id,
-        leg = record.leg.as_str(),
-        outcome = %record.outcome,
+        provider = %answer.provider,
+        call_id = %answer.call_id,
+        leg = answer.leg.as_str(),
+        outcome = %answer.outcome,
         result = status,
         record_id = id,
         "webhook accepted"
