@@ -1,4 +1,4 @@
-//! The SQLite webhook writer: a thread that owns one connection and keeps its three statements
+//! The SQLite webhook writer: a thread that owns one connection and keeps its four statements
 //! prepared, writing each batch of webhooks in one transaction and one fsync.
 
 use std::path::Path;
