@@ -11,16 +11,19 @@ use serde::Deserialize;
 use super::{Fields, ParseContext, ParseError, letters_only, phone, seconds_between};
 use crate::domain::{CallRecord, Direction, Leg, Outcome, Provider};
 
-pub fn parse(body: &Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
-    let (event_type, event_id, cdr) = if let Some(data) = body.object("data")? {
+pub fn parse(mut body: Fields, ctx: &ParseContext) -> Result<CallRecord, ParseError> {
+    let (event_type, event_id, cdr) = if let Some(mut data) = body.take_object("data")? {
         let event_type = body.text("type")?;
         // Some scenarios wrap the CDR once more inside the event data.
-        let cdr = data.object("cdr")?.unwrap_or(data);
+        let cdr = match data.take_object("cdr")? {
+            Some(cdr) => cdr,
+            None => data,
+        };
         (event_type, body.text("event_id")?, cdr)
-    } else if let Some(cdr) = body.object("cdr")? {
+    } else if let Some(cdr) = body.take_object("cdr")? {
         (None, None, cdr)
     } else if body.has("callid") {
-        (None, None, body.clone())
+        (None, None, body)
     } else {
         return Err(ParseError::missing(
             "callid",
@@ -258,7 +261,7 @@ mod tests {
             region: "FR".parse().unwrap(),
             ..ParseContext::default()
         };
-        parse(&Fields::from_json(v.to_string().as_bytes()).unwrap(), &ctx)
+        parse(Fields::from_json(v.to_string().as_bytes()).unwrap(), &ctx)
     }
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -80,7 +80,7 @@ pub fn parse(
 ) -> Result<CallRecord, ParseError> {
     match provider {
         Provider::Telecmi => telecmi::parse(&Fields::from_inbound(inbound)?, ctx),
-        Provider::Callr => callr::parse(&Fields::from_json(inbound.body)?, ctx),
+        Provider::Callr => callr::parse(Fields::from_json(inbound.body)?, ctx),
         Provider::Callerdesk => callerdesk::parse(&Fields::from_inbound(inbound)?, ctx),
     }
 }
@@ -269,17 +269,17 @@ impl Fields {
         }
     }
 
-    /// A nested object, if `key` holds one.
-    pub fn object(&self, key: &str) -> Result<Option<Fields>, ParseError> {
-        match self.value(key) {
+    /// The nested object `key` holds, if any, taken out of these fields rather than copied.
+    pub fn take_object(&mut self, key: &str) -> Result<Option<Fields>, ParseError> {
+        match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Fields {
-                map: map.clone(),
+                map,
                 path: self.name(key),
             })),
             Some(other) => Err(ParseError::invalid(
                 &self.name(key),
-                format!("must be an object, got {}", kind_of(other)),
+                format!("must be an object, got {}", kind_of(&other)),
             )),
         }
     }
@@ -366,16 +366,18 @@ mod tests {
         assert!(err.to_string().contains("whole number"), "{err}");
         assert!(f.text("obj").is_err());
         assert!(f.bool("word").is_err());
-        let nested = f.object("obj").unwrap().unwrap();
+        let mut f = f;
+        let nested = f.take_object("obj").unwrap().unwrap();
         assert_eq!(nested.int("a").unwrap(), Some(1));
         assert_eq!(nested.text("a").unwrap().as_deref(), Some("1"));
+        assert!(!f.has("obj"), "taken out, not copied");
     }
 
     #[test]
     fn nested_field_errors_name_the_path() {
-        let f = fields(json!({"data": {"callid": [1]}}));
+        let mut f = fields(json!({"data": {"callid": [1]}}));
         let err = f
-            .object("data")
+            .take_object("data")
             .unwrap()
             .unwrap()
             .text("callid")
