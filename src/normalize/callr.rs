@@ -15,10 +15,7 @@ pub fn parse(mut body: Fields, ctx: &ParseContext) -> Result<CallRecord, ParseEr
     let (event_type, event_id, cdr) = if let Some(mut data) = body.take_object("data")? {
         let event_type = body.text("type")?;
         // Some scenarios wrap the CDR once more inside the event data.
-        let cdr = match data.take_object("cdr")? {
-            Some(cdr) => cdr,
-            None => data,
-        };
+        let cdr = data.take_object("cdr")?.unwrap_or(data);
         (event_type, body.text("event_id")?, cdr)
     } else if let Some(cdr) = body.take_object("cdr")? {
         (None, None, cdr)
