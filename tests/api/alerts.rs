@@ -373,3 +373,35 @@ async fn in_service_the_background_workers_send_without_being_stepped() {
     assert_eq!(telegram.sent().len(), 1);
     assert_eq!(telegram.sent()[0].chat_id, FRONT_DESK);
 }
+
+#[tokio::test]
+async fn a_receiver_with_nowhere_to_send_is_warned_of_once_not_for_every_alert() {
+    let (logs, _capturing) = crate::support::logs::Logs::capture();
+    let app = crate::helpers::spawn_app_with(
+        r#"
+[receivers.nowhere]
+telegram = []
+
+[[routes]]
+name = "all"
+receiver = "nowhere"
+"#,
+    )
+    .await;
+    for (i, conversation) in ["nowhere-1", "nowhere-2", "nowhere-3"].iter().enumerate() {
+        app.post_json(
+            Provider::Telecmi,
+            &call(conversation, "missed", 919810000001 + i as u64),
+        )
+        .await;
+    }
+    app.advance(3).await;
+
+    let said = "receiver has no Telegram chat or email address";
+    assert_eq!(logs.count("WARN", said), 1, "once, when the config loads");
+    assert_eq!(
+        logs.count("DEBUG", "the alert is recorded but sent nowhere"),
+        3,
+        "each of the three alerts, at debug level"
+    );
+}
