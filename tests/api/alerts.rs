@@ -190,6 +190,13 @@ async fn repeat_callers_are_counted() {
             )
             .await;
         w.app.advance(60).await;
+        if conversation == "r-2" {
+            // A second call-level record of the same call: still one missed call, not two.
+            let mut again = call(conversation, "missed", 919810000009);
+            again["cmiuuid"] = json!("r-2-again");
+            w.app.post_json(Provider::Telecmi, &again).await;
+            w.app.advance(60).await;
+        }
     }
     let texts: Vec<String> = w.telegram.sent().into_iter().map(|m| m.text).collect();
     assert_eq!(texts.len(), 3);
