@@ -680,7 +680,7 @@ impl Store {
             None => ("caller_e164 IS NULL AND caller", &caller.raw),
         };
         // The conversations are told apart here rather than by `COUNT(DISTINCT ...)`, for which
-        // SQLite opens and closes a temporary B-tree on every query: a third of this query's
+        // SQLite opens and closes a temporary B-tree on every query: a fifth of this query's
         // cost, and it runs for every missed call.
         let sql = format!(
             "SELECT conversation_id FROM call_records \

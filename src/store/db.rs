@@ -106,7 +106,7 @@ impl Columns<'_> {
 
 /// A query's column names, read from SQLite once per query rather than once per value: rusqlite
 /// finds a column by name by asking SQLite for every name before it, which for a call record's
-/// 28 columns was most of the cost of reading the row.
+/// 28 columns cost more than reading the values themselves.
 pub(crate) struct ColumnNames {
     names: String,
     ends: Vec<usize>,
