@@ -3,8 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use tracing_subscriber::fmt::MakeWriter;
-
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
@@ -15,7 +13,11 @@ impl Logs {
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_max_level(tracing::Level::DEBUG)
-            .with_writer(logs.clone())
+            // A closure that returns a writer is itself one of tracing_subscriber's `MakeWriter`s.
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
             .finish();
         (logs, tracing::subscriber::set_default(subscriber))
     }
@@ -38,13 +40,5 @@ impl std::io::Write for Logs {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
     }
 }
