@@ -113,6 +113,9 @@ pub struct Store {
     readers: Option<std::sync::Arc<Readers>>,
     marks: std::sync::Arc<group::GroupCommit<(Vec<i64>, Mark), ()>>,
     slots: std::sync::Arc<group::GroupCommit<SlotRequest, Result<(), DateTime<Utc>>>>,
+    /// When the latest webhook handed to the writer was received (Unix milliseconds, clock
+    /// time), so that the decider can tell a burst under way from a backlog it left.
+    last_webhook_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Outbox rows one mark statement names at most, well within both databases' bound parameters.
@@ -321,6 +324,7 @@ impl Store {
             readers: file.map(|path| std::sync::Arc::new(Readers::new(&path))),
             marks: Default::default(),
             slots: Default::default(),
+            last_webhook_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         })
     }
 
@@ -399,6 +403,10 @@ impl Store {
         raw: RawRequest,
         decision: Option<(DecisionRequest, DateTime<Utc>)>,
     ) -> Result<Ingested, NotStored> {
+        self.last_webhook_at.fetch_max(
+            raw.received_at.timestamp_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match self
             .writer
             .write(writer::Pending::new(record, raw, decision))
@@ -410,6 +418,16 @@ impl Store {
                 request: pending.map(|p| p.raw),
             }),
         }
+    }
+
+    /// When the latest webhook this process stored, or tried to, was received.
+    pub fn last_webhook_at(&self) -> Option<DateTime<Utc>> {
+        let millis = self
+            .last_webhook_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (millis != i64::MIN)
+            .then(|| DateTime::from_timestamp_millis(millis))
+            .flatten()
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {

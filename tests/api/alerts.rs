@@ -222,6 +222,47 @@ async fn repeat_callers_are_counted() {
 }
 
 #[tokio::test]
+async fn a_backlog_left_by_a_burst_is_decided_in_larger_steps_once_webhooks_stop() {
+    let w = world(ONE_ROUTE).await;
+    for i in 0..20 {
+        let caller = 919810000100 + i;
+        w.app
+            .post_json(
+                Provider::Telecmi,
+                &call(&format!("burst-{i}"), "missed", caller),
+            )
+            .await;
+    }
+    // The settle window passes as one more call comes in: the burst is still under way.
+    w.app.clock.advance(chrono::Duration::seconds(3));
+    w.app
+        .post_json(Provider::Telecmi, &call("burst-20", "missed", 919810000120))
+        .await;
+    let generation = w.app.live.current();
+    let decided = || async { w.app.store.verdicts().await.unwrap().len() };
+    generation.pipeline.decide_once().await.unwrap();
+    assert_eq!(decided().await, 8, "a small step while webhooks arrive");
+    // A quarter of a second without a webhook: the rest of the backlog in one step.
+    w.app.clock.advance(chrono::Duration::milliseconds(250));
+    generation.pipeline.decide_once().await.unwrap();
+    assert_eq!(decided().await, 20);
+    // Each call decided once, and each alerted once.
+    w.app.advance(3).await;
+    let verdicts = w.app.store.verdicts().await.unwrap();
+    let calls: std::collections::BTreeSet<_> = verdicts.iter().map(|(call, _)| call).collect();
+    assert_eq!((verdicts.len(), calls.len()), (21, 21), "{verdicts:?}");
+    // A group chat takes 20 messages a minute, one a second at most, as Telegram allows.
+    for _ in 0..25 {
+        w.app.advance(1).await;
+    }
+    w.app.advance(60).await;
+    let texts: Vec<String> = w.telegram.sent().into_iter().map(|m| m.text).collect();
+    let callers: std::collections::BTreeSet<_> =
+        texts.iter().filter_map(|t| t.lines().nth(1)).collect();
+    assert_eq!((texts.len(), callers.len()), (21, 21), "{texts:#?}");
+}
+
+#[tokio::test]
 async fn a_restart_inside_the_settle_window_neither_loses_nor_repeats_the_alert() {
     let w = world(ONE_ROUTE).await;
     w.app
