@@ -176,7 +176,9 @@ struct Report {
 /// `IngestRun::backlog_decided_after` in seconds for a table.
 fn decided_after(run: &IngestRun) -> String {
     run.backlog_decided_after
-        .map_or("over 60".into(), |d| format!("{:.1}", d.as_secs_f64()))
+        .map_or(format!("over {}", BACKLOG_WAIT.as_secs()), |d| {
+            format!("{:.1}", d.as_secs_f64())
+        })
 }
 
 impl IngestRun {
@@ -501,12 +503,15 @@ fn ringback_ingest(provider: &ProviderLoad) -> IngestRun {
     }
 }
 
+/// How long `backlog_decided` waits for the pipeline to decide every stored call.
+const BACKLOG_WAIT: Duration = Duration::from_secs(60);
+
 /// How long after the load the alert pipeline had decided every call it stored (each comes due
-/// 3 s after it was received), or `None` if not within a minute.
+/// 3 s after it was received), or `None` if not within `BACKLOG_WAIT`.
 fn backlog_decided(port: u16) -> Option<Duration> {
     let ended = Instant::now();
     let stored = metric_sum(port, "ringback_webhooks_total{", r#"result="stored""#);
-    while ended.elapsed() < Duration::from_secs(120) {
+    while ended.elapsed() < BACKLOG_WAIT {
         if decisions_made(port) >= stored {
             return Some(ended.elapsed());
         }

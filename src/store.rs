@@ -422,12 +422,11 @@ impl Store {
 
     /// When the latest webhook this process stored, or tried to, was received.
     pub fn last_webhook_at(&self) -> Option<DateTime<Utc>> {
-        let millis = self
-            .last_webhook_at
-            .load(std::sync::atomic::Ordering::Relaxed);
-        (millis != i64::MIN)
-            .then(|| DateTime::from_timestamp_millis(millis))
-            .flatten()
+        // Before the first webhook, i64::MIN: outside chrono's range, so `None`.
+        DateTime::from_timestamp_millis(
+            self.last_webhook_at
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub async fn reject(&self, rejection: &Rejection) -> Result<(), StoreError> {
