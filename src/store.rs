@@ -1648,6 +1648,30 @@ fn raw_from_row(row: &AnyRow) -> Result<RawRequest, StoreError> {
 mod tests {
     use super::*;
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_latest_webhook_received_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+            .await
+            .unwrap();
+        assert_eq!(store.last_webhook_at(), None, "none yet");
+        let mut request = writer::tests::raw();
+        let at = DateTime::from_timestamp_millis(request.received_at.timestamp_millis()).unwrap();
+        store
+            .ingest(crate::domain::test_record(), request.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(store.last_webhook_at(), Some(at));
+        // A request received earlier (a slower task finishing later) does not move it back.
+        request.received_at = at - chrono::Duration::seconds(1);
+        store
+            .ingest(crate::domain::test_record(), request, None)
+            .await
+            .unwrap();
+        assert_eq!(store.last_webhook_at(), Some(at));
+        store.close().await;
+    }
+
     #[test]
     fn sqlite_urls_create_their_file() {
         let dir = tempfile::tempdir().unwrap();
