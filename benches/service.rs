@@ -985,6 +985,41 @@ webhook at 100).
   rose from 21% to 27%). One read transaction for all the reads of a decider step, so that they
   share one snapshot and its page cache: the drain's rate and CPU per decision stayed within
   the noise (102 and 106 µs against 102 and 115 µs), as each decision's index leaves are its own.
+
+### A sixth session of 2026-12-03 (the same kind of machine, a slower hour)
+
+How far could the storage go? Experiment builds, not kept, each measured in three interleaved
+rounds with bare axum in the same run (the manual harness: the telecmi load, CPU read from
+`/proc`):
+- **No storage at all:** the writer thread answers every webhook at once, writing nothing, so
+  the path is HTTP, authentication, normalizing and the hand-off to the writer. 48 to 52% of
+  bare axum (27.7k against 53.3k/s, and 23.9k against 49.7k/s), p99 about 6 ms, 46 and 55 µs
+  of CPU per webhook on average against bare axum's 17 to 18 µs. About a tenth of that CPU is
+  an artefact of the experiment (with nothing stored, every webhook woke the alert pipeline for
+  a pass that found nothing due), so the path itself would reach about 51 to 55%.
+- **One plain row per webhook:** the writer appends the request (method, path, headers, body,
+  the record's extra fields) to a table with no index but its row id, and stores no record, no
+  decision (the pipeline, woken as above, finds nothing due). 38 to 41% of bare axum (22.3k
+  against 54.1k/s), p99 12 to 13 ms, 48 to 60 µs per webhook; about 41 to 44% without the
+  artefact. The same with `synchronous=NORMAL` (no fsync at commit: not safe, only a bound):
+  the same rate (19.2k against 19.3k/s), p99 21 ms. One SQLite insert of the request, with its
+  commit, costs about 10 to 15 µs of CPU a webhook, and the rate is bound by CPU, not by the
+  disk.
+- **ringback as it is**, in the first of those runs: 26% (14.0k against 54.1k/s), 72 to 86 µs.
+
+So on these two cores, shared with wrk, keeping each webhook in SQLite before answering leaves
+too little room, even in a design that moves the record, its indexes and the decision out of
+the request's path until after the burst: a single unindexed row, with the HTTP side as it is,
+already stays at about 40 to 44%. Half of bare axum needs both a durable append that costs next
+to nothing on the request's path and a cheaper HTTP side, which alone is at about half of bare
+axum's rate: 27 µs a webhook more than bare axum, of which normalizing is about 9 (the JSON
+`Value` tree 3, phone numbers 3), the response and the stored headers 2, the hand-off to the
+writer thread and back 2.
+
+Also tried: a smaller SQLite page, for fewer bytes per index page the commit writes (each
+random-keyed index dirties a page of its own per webhook): 1 KiB pages were slower (12.0k
+against 13.4k/s in three pairs, 85 against 78 µs), 2 KiB within the noise in eight pairs
+(15.7k against 15.6k/s in the last five); kept at 4 KiB.
 ";
 
 mod end_to_end {
