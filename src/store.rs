@@ -1362,17 +1362,35 @@ impl Store {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(b.received_at) AS at FROM call_records b WHERE b.provider = 'telecmi' \
-             AND b.leg = 'b' AND b.received_at >= $1 AND NOT EXISTS (SELECT 1 FROM call_records a \
-             WHERE a.provider = 'telecmi' AND a.leg = 'a' AND a.outcome <> 'not_a_call_result' \
-             AND a.received_at >= b.received_at)",
-        )
-        .bind(since.timestamp_millis())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(&oldest_ring_sql(self.backend))
+            .bind(since.timestamp_millis())
+            .fetch_one(&self.pool)
+            .await?;
         millis(&row, "at")
     }
+}
+
+/// `Store::oldest_ring_without_call_record`'s query: the rings after the newest call-level
+/// record of the day, that record found walking back from now, the rings through their own
+/// small index.
+fn oldest_ring_sql(backend: Backend) -> String {
+    // SQLite is told which indexes to use: without statistics its planner takes the (provider,
+    // conversation) index for `provider = 'telecmi'` and reads every TeleCMI record, on every
+    // `/readyz`. PostgreSQL's planner has its statistics.
+    let (rings, by_time) = match backend {
+        Backend::Sqlite => (
+            "INDEXED BY call_records_rings",
+            "INDEXED BY call_records_by_received",
+        ),
+        Backend::Postgres => ("", ""),
+    };
+    format!(
+        "SELECT MIN(b.received_at) AS at FROM call_records b {rings} \
+         WHERE b.provider = 'telecmi' AND b.leg = 'b' AND b.received_at >= $1 \
+         AND b.received_at > COALESCE((SELECT a.received_at FROM call_records a {by_time} \
+         WHERE a.received_at >= $1 AND a.provider = 'telecmi' AND a.leg = 'a' \
+         AND a.outcome <> 'not_a_call_result' ORDER BY a.received_at DESC LIMIT 1), -1)"
+    )
 }
 
 /// A `DecisionCommit` that owns what it names, to be written on the SQLite writer's thread.
@@ -1771,6 +1789,80 @@ mod tests {
             store.take_telegram_slot(9, now, &kept).await.unwrap(),
             Err(now + chrono::Duration::seconds(1))
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ring_counts_as_without_call_record_until_a_call_level_record_follows_it() {
+        use crate::domain::{CallRecord, Leg, Outcome, test_record};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
+            .await
+            .unwrap();
+        let since = DateTime::from_timestamp_millis(1_795_428_000_000).unwrap();
+        let at = |minutes: i64| since + chrono::Duration::minutes(minutes);
+        let add = |key: &'static str, leg: Leg, outcome: Outcome, minutes: i64| {
+            let record = CallRecord {
+                dedup_key: key.into(),
+                leg,
+                outcome,
+                ..test_record()
+            };
+            let request = RawRequest {
+                received_at: at(minutes),
+                ..writer::tests::raw()
+            };
+            let store = store.clone();
+            async move { store.ingest(record, request, None).await.unwrap() }
+        };
+        let oldest = || async { store.oldest_ring_without_call_record(since).await.unwrap() };
+
+        add("before the day", Leg::Agent, Outcome::Missed, -1).await;
+        assert_eq!(
+            oldest().await,
+            None,
+            "a ring before `since` is not looked at"
+        );
+        add("ring 1", Leg::Agent, Outcome::Missed, 1).await;
+        add("ring 2", Leg::Agent, Outcome::Missed, 2).await;
+        assert_eq!(oldest().await, Some(at(1)));
+        add("live event", Leg::Call, Outcome::NotACallResult, 3).await;
+        assert_eq!(
+            oldest().await,
+            Some(at(1)),
+            "a live event is no call-level record"
+        );
+        add("call", Leg::Call, Outcome::Answered, 2).await;
+        assert_eq!(
+            oldest().await,
+            None,
+            "a record at the ring's time covers it"
+        );
+        add("ring 3", Leg::Agent, Outcome::Missed, 4).await;
+        add("ring 4", Leg::Agent, Outcome::Missed, 5).await;
+        assert_eq!(oldest().await, Some(at(4)));
+
+        // Each side is read through its index, never every TeleCMI record.
+        let plan: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            oldest_ring_sql(Backend::Sqlite)
+        ))
+        .bind(since.timestamp_millis())
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String, _>("detail").unwrap())
+        .collect();
+        let searches: Vec<&String> = plan.iter().filter(|d| d.starts_with("SEARCH")).collect();
+        assert_eq!(
+            searches,
+            [
+                "SEARCH b USING COVERING INDEX call_records_rings (received_at>?)",
+                "SEARCH a USING INDEX call_records_by_received (received_at>?)"
+            ],
+            "{plan:?}"
+        );
+        store.close().await;
     }
 
     #[test]
