@@ -456,9 +456,7 @@ impl Store {
         // Two indexed halves (see migration 0006); no row is in both, as the second half only
         // holds records whose call id differs from their conversation.
         self.read(
-            "SELECT * FROM call_records WHERE provider = $1 AND conversation_id = $2 \
-             UNION ALL SELECT * FROM call_records WHERE provider = $1 AND call_id = $2 \
-             AND call_id <> conversation_id ORDER BY id",
+            RECORDS_OF_CALL,
             &[provider.as_str().into(), call_id.into()],
             record_from_row,
         )
@@ -1370,6 +1368,11 @@ impl Store {
     }
 }
 
+/// `Store::records_of_call`'s query, which the alert pipeline runs for every call it decides.
+const RECORDS_OF_CALL: &str = "SELECT * FROM call_records WHERE provider = $1 \
+    AND conversation_id = $2 UNION ALL SELECT * FROM call_records WHERE provider = $1 \
+    AND call_id = $2 AND call_id <> conversation_id ORDER BY id";
+
 /// `Store::oldest_ring_without_call_record`'s query: the rings after the newest call-level
 /// record of the day, that record found walking back from now, the rings through their own
 /// small index.
@@ -1857,11 +1860,39 @@ mod tests {
         assert_eq!(
             searches,
             [
-                "SEARCH b USING COVERING INDEX call_records_rings (received_at>?)",
+                "SEARCH b USING INDEX call_records_rings (received_at>?)",
                 "SEARCH a USING INDEX call_records_by_received (received_at>?)"
             ],
             "{plan:?}"
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_pipeline_s_call_query_is_not_prepared_again_for_each_call() {
+        // SQLite prepares a statement again whenever a value is bound to a parameter that its
+        // plan compared with a partial index's condition (`provider = $1` against an index
+        // `WHERE provider = 'telecmi'`, say): for a query run on every decision, that doubled
+        // the decider's work.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        let mut statement = connection
+            .prepare(&RECORDS_OF_CALL.replace('$', "?"))
+            .unwrap();
+        for (provider, call) in [("telecmi", "c1"), ("callr", "c2"), ("telecmi", "c3")] {
+            let mut rows = statement.query([provider, call]).unwrap();
+            assert!(rows.next().unwrap().is_none());
+        }
+        assert_eq!(
+            statement.get_status(rusqlite::StatementStatus::RePrepare),
+            0
+        );
+        drop(statement);
+        drop(connection);
         store.close().await;
     }
 
