@@ -346,20 +346,23 @@ fn reference_server() {
     });
 }
 
+/// The port the reference server, started with its output piped, printed first.
+fn reference_port(child: &mut Child) -> u16 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().parse::<u16>().unwrap()
+}
+
 fn reference() -> Load {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("reference-server")
         .stdout(Stdio::piped())
         .spawn()
         .expect("the reference server starts");
-    let port = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().parse::<u16>().unwrap()
-    };
+    let port = reference_port(&mut child);
     let load = wrk(port, &PROVIDERS[0]);
     let _ = child.kill();
     let _ = child.wait();
@@ -1340,14 +1343,7 @@ mod instructions {
         let out = dir.path().join("callgrind.out");
         let exe = std::env::current_exe().unwrap();
         let mut child = callgrind(&out, &exe, &["reference-server"], Stdio::piped());
-        let port = {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.as_mut().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            line.trim().parse::<u16>().unwrap()
-        };
+        let port = super::reference_port(&mut child);
         let counted = count(&child, &out, port, &PROVIDERS[0]);
         super::stop(child);
         let (requests, total) = counted;
