@@ -431,7 +431,7 @@ receiver = "desk"
 #[allow(clippy::zombie_processes)]
 fn start_ringback(config: &Path, port: u16) -> (Child, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringback"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ringback"))
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -439,15 +439,28 @@ fn start_ringback(config: &Path, port: u16) -> (Child, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("ringback starts");
+    wait_until_ready(child, port, started, Duration::from_secs(60))
+}
+
+/// Waits for `child`'s `/readyz` to answer 200; returns it and how long since `started`. Gives
+/// up, killing it, after `limit`.
+// The caller owns the child and stops it with `stop`, which waits for it.
+#[allow(clippy::zombie_processes)]
+fn wait_until_ready(
+    mut child: Child,
+    port: u16,
+    started: Instant,
+    limit: Duration,
+) -> (Child, Duration) {
     let address = format!("127.0.0.1:{port}");
     loop {
         if ready(&address) {
             return (child, started.elapsed());
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("ringback did not become ready within a minute");
+            panic!("ringback did not become ready within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -1344,16 +1357,15 @@ mod instructions {
         let exe = std::env::current_exe().unwrap();
         let mut child = callgrind(&out, &exe, &["reference-server"], Stdio::piped());
         let port = super::reference_port(&mut child);
-        let counted = count(&child, &out, port, &PROVIDERS[0]);
+        let counted = count(
+            "bare axum (parses the JSON, stores nothing)".into(),
+            &child,
+            &out,
+            port,
+            &PROVIDERS[0],
+        );
         super::stop(child);
-        let (requests, total) = counted;
-        Count {
-            server: "bare axum (parses the JSON, stores nothing)".into(),
-            requests,
-            per_request: total.summary / requests as f64,
-            normalizing: None,
-            writer: None,
-        }
+        counted
     }
 
     fn ringback(provider: &ProviderLoad) -> Count {
@@ -1369,37 +1381,30 @@ mod instructions {
         let out = dir.path().join("callgrind.out");
         let exe = Path::new(env!("CARGO_BIN_EXE_ringback"));
         let config = config.display().to_string();
-        let child = callgrind(&out, exe, &["serve", "--config", &config], Stdio::null());
-        let address = format!("127.0.0.1:{port}");
         let started = Instant::now();
-        while !super::ready(&address) {
-            assert!(
-                started.elapsed() < Duration::from_secs(180),
-                "ringback under valgrind did not become ready within 3 minutes"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let (requests, totals) = count(&child, &out, port, provider);
+        let child = callgrind(&out, exe, &["serve", "--config", &config], Stdio::null());
+        let (child, _) = super::wait_until_ready(child, port, started, Duration::from_secs(180));
+        let counted = count(
+            format!("ringback, {}", provider.name),
+            &child,
+            &out,
+            port,
+            provider,
+        );
         super::stop(child);
-        let per = |n: Option<u64>| n.map(|n| n as f64 / requests as f64);
-        Count {
-            server: format!("ringback, {}", provider.name),
-            requests,
-            per_request: totals.summary / requests as f64,
-            normalizing: per(totals.normalizing),
-            writer: per(totals.writer),
-        }
+        counted
     }
 
-    struct Totals {
-        summary: f64,
-        normalizing: Option<u64>,
-        writer: Option<u64>,
-    }
-
-    /// Warms the server up, then counts its instructions over the load alone: the requests wrk
-    /// completed and what callgrind counted meanwhile.
-    fn count(child: &Child, out: &Path, port: u16, provider: &ProviderLoad) -> (u64, Totals) {
+    /// Warms the server up, then counts its instructions over the load alone, per request wrk
+    /// completed; the split into normalizing and the writer is absent from a binary without
+    /// those functions (bare axum's).
+    fn count(
+        server: String,
+        child: &Child,
+        out: &Path,
+        port: u16,
+        provider: &ProviderLoad,
+    ) -> Count {
         let pid = child.id().to_string();
         super::wrk_with(port, provider, 1, 4, 3);
         control(&["-z", &pid]);
@@ -1435,16 +1440,16 @@ mod instructions {
                 .lines()
                 .find(|l| l.contains(&format!(":{function} [")))
                 .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.replace(',', "").parse::<u64>().ok())
+                .and_then(|n| n.replace(',', "").parse::<f64>().ok())
         };
-        (
-            load.requests,
-            Totals {
-                summary,
-                normalizing: inclusive("ringback::normalize::parse"),
-                writer: inclusive("ringback::store::writer::sqlite::run"),
-            },
-        )
+        let per_request = |n: f64| n / load.requests as f64;
+        Count {
+            server,
+            requests: load.requests,
+            per_request: per_request(summary),
+            normalizing: inclusive("ringback::normalize::parse").map(per_request),
+            writer: inclusive("ringback::store::writer::sqlite::run").map(per_request),
+        }
     }
 
     fn control(args: &[&str]) {

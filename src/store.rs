@@ -1881,7 +1881,7 @@ mod tests {
             .unwrap();
         let connection = rusqlite::Connection::open(&path).unwrap();
         let mut statement = connection
-            .prepare(&RECORDS_OF_CALL.replace('$', "?"))
+            .prepare(&db::sqlite_sql(RECORDS_OF_CALL))
             .unwrap();
         for (provider, call) in [("telecmi", "c1"), ("callr", "c2"), ("telecmi", "c3")] {
             let mut rows = statement.query([provider, call]).unwrap();

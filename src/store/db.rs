@@ -66,7 +66,7 @@ fn bind<'q>(sql: &'q str, params: &[Param<'q>]) -> AnyQuery<'q> {
 }
 
 /// The `$n` placeholders sqlx takes on both databases, as SQLite numbers them for rusqlite.
-fn sqlite_sql(sql: &str) -> String {
+pub(crate) fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
