@@ -7,7 +7,10 @@ pub mod phone;
 pub mod telecmi;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::domain::{CallRecord, Provider};
 
@@ -87,16 +90,131 @@ pub fn parse(
 
 /// A flat object of provider fields with the coercions real providers need: numbers sent as
 /// strings, `"true"` for booleans, stray spaces, `""` for absent.
+// The fields borrow from the request: a JSON value is kept as the text that was sent and read
+// only if a parser asks for it, since most of a payload's fields are never looked at, and a
+// tree of owned values cost about a tenth of a webhook's instructions (see BENCHMARKS.md).
 #[derive(Debug, Clone, Default)]
-pub struct Fields {
-    map: Map<String, Value>,
+pub struct Fields<'a> {
+    // A payload has a few dozen fields at most: a list searched from its end (the last of a
+    // repeated key wins, as in a JSON object read into a map) beats hashing each name.
+    entries: Vec<(Cow<'a, str>, Field<'a>)>,
     /// Prefix for field names in errors, so a nested field reads `data.callid`.
     path: String,
 }
 
-impl Fields {
+#[derive(Debug, Clone)]
+enum Field<'a> {
+    /// A JSON value as sent.
+    Json(&'a RawValue),
+    /// A query-string or form value, which is always text.
+    Text(Cow<'a, str>),
+}
+
+/// A field's value, read.
+enum Val<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Text(Cow<'a, str>),
+    Array(&'a RawValue),
+    Object(&'a RawValue),
+}
+
+impl Val<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Val::Null => "null",
+            Val::Bool(_) => "a boolean",
+            Val::Number(_) => "a number",
+            Val::Text(_) => "text",
+            Val::Array(_) => "an array",
+            Val::Object(_) => "an object",
+        }
+    }
+}
+
+impl<'a> Field<'a> {
+    fn read(&self) -> Val<'a> {
+        let raw = match self {
+            Field::Text(t) => return Val::Text(t.clone()),
+            Field::Json(raw) => *raw,
+        };
+        let text: &'a str = raw.get();
+        // serde_json has checked the value's syntax already, so its first byte tells its kind
+        // and reading it again cannot fail.
+        match text.as_bytes().first() {
+            Some(b'n') => Val::Null,
+            Some(b't') => Val::Bool(true),
+            Some(b'f') => Val::Bool(false),
+            Some(b'[') => Val::Array(raw),
+            Some(b'{') => Val::Object(raw),
+            // Without escapes the text between the quotes is the string itself.
+            Some(b'"') if !text.contains('\\') => {
+                Val::Text(Cow::Borrowed(&text[1..text.len() - 1]))
+            }
+            Some(b'"') => Val::Text(Cow::Owned(
+                serde_json::from_str::<String>(text).unwrap_or_default(),
+            )),
+            // Whole numbers, the usual kind, without a JSON reader's set-up.
+            _ => match text.parse::<i64>() {
+                Ok(n) => Val::Number(n.into()),
+                Err(_) => serde_json::from_str(text).map_or(Val::Null, Val::Number),
+            },
+        }
+    }
+}
+
+/// A JSON object's members, each value kept as sent.
+struct Members<'a>(Vec<(Cow<'a, str>, Field<'a>)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    entries.push((key, Field::Json(value)));
+                }
+                Ok(Members(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A member's name, borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl<'a> Fields<'a> {
     /// Reads the query string (GET) or the body as JSON or form data, whichever was sent.
-    pub fn from_inbound(inbound: &Inbound<'_>) -> Result<Self, ParseError> {
+    pub fn from_inbound(inbound: &Inbound<'a>) -> Result<Self, ParseError> {
         let body_is_blank = inbound.body.iter().all(u8::is_ascii_whitespace);
         if inbound.is_get || body_is_blank {
             if inbound.query.is_empty() {
@@ -106,7 +224,9 @@ impl Fields {
                         .into(),
                 ));
             }
-            return Ok(Self::from_pairs(inbound.query.iter().cloned()));
+            return Ok(Self::from_pairs(
+                inbound.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ));
         }
         let content_type = inbound.content_type.unwrap_or("").to_ascii_lowercase();
         let looks_like_json = inbound
@@ -127,34 +247,44 @@ impl Fields {
                     "the body is neither JSON nor form data (`key=value&...`)".into(),
                 ));
             }
-            Ok(Self::from_pairs(
-                form_urlencoded::parse(text.as_bytes()).map(|(k, v)| (k.into(), v.into())),
-            ))
+            Ok(Self::from_pairs(form_urlencoded::parse(text.as_bytes())))
         }
     }
 
-    pub fn from_json(body: &[u8]) -> Result<Self, ParseError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ParseError::Malformed(format!("the body is not valid JSON: {e}")))?;
-        match value {
-            Value::Object(map) => Ok(Fields {
-                map,
+    pub fn from_json(body: &'a [u8]) -> Result<Self, ParseError> {
+        let malformed = |e: &dyn std::fmt::Display| {
+            ParseError::Malformed(format!("the body is not valid JSON: {e}"))
+        };
+        let text = std::str::from_utf8(body).map_err(|e| malformed(&e))?;
+        if text.trim_start().starts_with('{') {
+            let Members(entries) = serde_json::from_str(text).map_err(|e| malformed(&e))?;
+            return Ok(Fields {
+                entries,
                 path: String::new(),
-            }),
-            other => Err(ParseError::invalid(
-                "(body)",
-                format!("must be a JSON object, got {}", kind_of(&other)),
-            )),
+            });
         }
+        // Not an object: read whole, so that a syntax error is told as one, and valid JSON of
+        // another kind by its kind.
+        let value: &RawValue = serde_json::from_str(text).map_err(|e| malformed(&e))?;
+        Err(ParseError::invalid(
+            "(body)",
+            format!(
+                "must be a JSON object, got {}",
+                Field::Json(value).read().kind()
+            ),
+        ))
     }
 
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        let map = pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<Cow<'a, str>>,
+        V: Into<Cow<'a, str>>,
+    {
         Fields {
-            map,
+            entries: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), Field::Text(v.into())))
+                .collect(),
             path: String::new(),
         }
     }
@@ -167,27 +297,31 @@ impl Fields {
         }
     }
 
-    fn value(&self, key: &str) -> Option<&Value> {
-        self.map.get(key)
+    fn value(&self, key: &str) -> Option<Val<'a>> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.read())
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.map.contains_key(key)
+        self.entries.iter().any(|(k, _)| k == key)
     }
 
     /// A text value, trimmed; numbers and booleans are written out; `""` and `null` are absent.
     pub fn text(&self, key: &str) -> Result<Option<String>, ParseError> {
         match self.value(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => {
+            None | Some(Val::Null) => Ok(None),
+            Some(Val::Text(s)) => {
                 let t = s.trim();
                 Ok((!t.is_empty()).then(|| t.to_owned()))
             }
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(Val::Number(n)) => Ok(Some(n.to_string())),
+            Some(Val::Bool(b)) => Ok(Some(b.to_string())),
             Some(other) => Err(ParseError::invalid(
                 &self.name(key),
-                format!("must be text or a number, got {}", kind_of(other)),
+                format!("must be text or a number, got {}", other.kind()),
             )),
         }
     }
@@ -206,10 +340,17 @@ impl Fields {
     /// holds JSON that is not always valid); an object or array is written back as JSON.
     pub fn verbatim(&self, key: &str) -> Option<String> {
         match self.value(key)? {
-            Value::Null => None,
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+            Val::Null => None,
+            Val::Text(s) if s.is_empty() => None,
+            Val::Text(s) => Some(s.into_owned()),
+            Val::Number(n) => Some(n.to_string()),
+            Val::Bool(b) => Some(b.to_string()),
+            // Written compactly, whatever spacing the provider sent.
+            Val::Array(raw) | Val::Object(raw) => {
+                serde_json::from_str::<serde_json::Value>(raw.get())
+                    .ok()
+                    .map(|v| v.to_string())
+            }
         }
     }
 
@@ -222,13 +363,13 @@ impl Fields {
             )
         };
         match self.value(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
+            None | Some(Val::Null) => Ok(None),
+            Some(Val::Number(n)) => n
                 .as_i64()
                 .or_else(|| n.as_f64().and_then(float_to_int))
                 .map(Some)
                 .ok_or_else(|| bad(n.to_string())),
-            Some(Value::String(s)) => {
+            Some(Val::Text(s)) => {
                 let t = s.trim();
                 if t.is_empty() {
                     return Ok(None);
@@ -239,7 +380,7 @@ impl Fields {
                     .map(Some)
                     .ok_or_else(|| bad(format!("{t:?}")))
             }
-            Some(other) => Err(bad(kind_of(other).to_owned())),
+            Some(other) => Err(bad(other.kind().to_owned())),
         }
     }
 
@@ -252,34 +393,41 @@ impl Fields {
             )
         };
         match self.value(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::Number(n)) => match n.as_i64() {
+            None | Some(Val::Null) => Ok(None),
+            Some(Val::Bool(b)) => Ok(Some(b)),
+            Some(Val::Number(n)) => match n.as_i64() {
                 Some(0) => Ok(Some(false)),
                 Some(1) => Ok(Some(true)),
                 _ => Err(bad(n.to_string())),
             },
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            Some(Val::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
                 "" => Ok(None),
                 "true" | "1" | "yes" => Ok(Some(true)),
                 "false" | "0" | "no" => Ok(Some(false)),
                 _ => Err(bad(format!("{s:?}"))),
             },
-            Some(other) => Err(bad(kind_of(other).to_owned())),
+            Some(other) => Err(bad(other.kind().to_owned())),
         }
     }
 
     /// The nested object `key` holds, if any, taken out of these fields rather than copied.
-    pub fn take_object(&mut self, key: &str) -> Result<Option<Fields>, ParseError> {
-        match self.map.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields {
-                map,
-                path: self.name(key),
-            })),
+    pub fn take_object(&mut self, key: &str) -> Result<Option<Fields<'a>>, ParseError> {
+        let taken = self.value(key);
+        self.entries.retain(|(k, _)| k != key);
+        match taken {
+            None | Some(Val::Null) => Ok(None),
+            Some(Val::Object(raw)) => {
+                let Members(entries) = serde_json::from_str(raw.get()).map_err(|e| {
+                    ParseError::invalid(&self.name(key), format!("cannot be read: {e}"))
+                })?;
+                Ok(Some(Fields {
+                    entries,
+                    path: self.name(key),
+                }))
+            }
             Some(other) => Err(ParseError::invalid(
                 &self.name(key),
-                format!("must be an object, got {}", kind_of(&other)),
+                format!("must be an object, got {}", other.kind()),
             )),
         }
     }
@@ -297,17 +445,6 @@ impl Fields {
 
 fn float_to_int(f: f64) -> Option<i64> {
     (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Epoch timestamps: TeleCMI sends milliseconds, its PIOPIY API seconds. Values below 10^11 are
@@ -340,10 +477,11 @@ pub fn letters_only(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn fields(v: Value) -> Fields {
-        Fields::from_json(v.to_string().as_bytes()).unwrap()
+    fn fields(v: Value) -> Fields<'static> {
+        // Fields borrow from their payload, which a test keeps for its whole run.
+        Fields::from_json(v.to_string().leak().as_bytes()).unwrap()
     }
 
     #[test]
@@ -371,6 +509,40 @@ mod tests {
         assert_eq!(nested.int("a").unwrap(), Some(1));
         assert_eq!(nested.text("a").unwrap().as_deref(), Some("1"));
         assert!(!f.has("obj"), "taken out, not copied");
+    }
+
+    #[test]
+    fn values_read_from_the_payload_as_sent_match_what_a_json_tree_reads() {
+        let body = br#"{ "say\u0020hi" : "caf\u00e9 \"x\"", "n": 1.5e3, "big": 918044440000,
+            "dup": "first", "dup": "last", "custom": { "a" : [1, 2] }, "t": true, "z": null }"#;
+        let f = Fields::from_json(body).unwrap();
+        assert_eq!(f.text("say hi").unwrap().as_deref(), Some("café \"x\""));
+        assert_eq!(f.text("n").unwrap().as_deref(), Some("1500.0"));
+        assert_eq!(f.int("n").unwrap(), Some(1500));
+        assert_eq!(f.text("big").unwrap().as_deref(), Some("918044440000"));
+        assert_eq!(f.text("dup").unwrap().as_deref(), Some("last"));
+        assert_eq!(f.verbatim("custom").as_deref(), Some(r#"{"a":[1,2]}"#));
+        assert_eq!(f.verbatim("t").as_deref(), Some("true"));
+        assert_eq!(f.verbatim("z"), None);
+        let err = f.text("custom").unwrap_err().to_string();
+        assert!(err.contains("got an object"), "{err}");
+        for (body, kind) in [
+            (&b"[1]"[..], "an array"),
+            (b" 7 ", "a number"),
+            (b"\"x\"", "text"),
+        ] {
+            let err = Fields::from_json(body).unwrap_err();
+            assert!(matches!(err, ParseError::Invalid { .. }), "{err}");
+            assert!(err.to_string().contains(kind), "{err}");
+        }
+        for body in [&b"{\"a\": }"[..], b"{\"a\": 1} x", b"\xff{}"] {
+            let err = Fields::from_json(body).unwrap_err();
+            assert!(matches!(err, ParseError::Malformed(_)), "{err}");
+            assert!(
+                err.to_string().starts_with("the body is not valid JSON"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
