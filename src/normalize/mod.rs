@@ -158,7 +158,11 @@ impl<'a> Field<'a> {
             // Whole numbers, the usual kind, without a JSON reader's set-up.
             _ => match text.parse::<i64>() {
                 Ok(n) => Val::Number(n.into()),
-                Err(_) => serde_json::from_str(text).map_or(Val::Null, Val::Number),
+                // A number out of a float's range (`1e400`) stays as written, so that a parser
+                // asking for it names the field rather than reading it as absent.
+                Err(_) => {
+                    serde_json::from_str(text).map_or(Val::Text(Cow::Borrowed(text)), Val::Number)
+                }
             },
         }
     }
@@ -524,6 +528,10 @@ mod tests {
         assert_eq!(f.verbatim("custom").as_deref(), Some(r#"{"a":[1,2]}"#));
         assert_eq!(f.verbatim("t").as_deref(), Some("true"));
         assert_eq!(f.verbatim("z"), None);
+        let huge = Fields::from_json(br#"{"time": 1e400}"#).unwrap();
+        let err = huge.int("time").unwrap_err();
+        assert_eq!(err.field(), Some("time"));
+        assert!(err.to_string().contains("1e400"), "{err}");
         let err = f.text("custom").unwrap_err().to_string();
         assert!(err.contains("got an object"), "{err}");
         for (body, kind) in [
