@@ -140,8 +140,8 @@ impl<'a> Field<'a> {
             Field::Json(raw) => *raw,
         };
         let text: &'a str = raw.get();
-        // serde_json has checked the value's syntax already, so its first byte tells its kind
-        // and reading it again cannot fail.
+        // serde_json has checked the value's syntax already: its first byte tells its kind, and
+        // a string read again cannot fail.
         match text.as_bytes().first() {
             Some(b'n') => Val::Null,
             Some(b't') => Val::Bool(true),
