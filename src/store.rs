@@ -1669,12 +1669,20 @@ fn raw_from_row(row: &AnyRow) -> Result<RawRequest, StoreError> {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_latest_webhook_received_is_remembered() {
+    /// A store on a new SQLite file (returned with it) in a folder of its own, which goes when
+    /// the `TempDir` is dropped.
+    pub(super) async fn sqlite_store() -> (tempfile::TempDir, std::path::PathBuf, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+        let path = dir.path().join("store.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
+        (dir, path, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_latest_webhook_received_is_remembered() {
+        let (_dir, _, store) = sqlite_store().await;
         assert_eq!(store.last_webhook_at(), None, "none yet");
         let mut request = writer::tests::raw();
         let at = DateTime::from_timestamp_millis(request.received_at.timestamp_millis()).unwrap();
@@ -1709,10 +1717,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_gathers_its_records_by_conversation_and_by_its_own_call_id() {
         use crate::domain::{CallRecord, test_record};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
-            .await
-            .unwrap();
+        let (_dir, _, store) = sqlite_store().await;
         let record = |key: &str, call: &str, conversation: &str| CallRecord {
             dedup_key: key.into(),
             call_id: call.into(),
@@ -1743,10 +1748,7 @@ mod tests {
     #[tokio::test]
     async fn with_the_limits_off_sends_are_not_counted_but_a_429_still_holds_its_chat() {
         use chrono::TimeZone;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
-            .await
-            .unwrap();
+        let (_dir, _, store) = sqlite_store().await;
         let off = Limits {
             chat_interval_ms: 0,
             group_per_minute: 0,
@@ -1797,10 +1799,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_ring_counts_as_without_call_record_until_a_call_level_record_follows_it() {
         use crate::domain::{CallRecord, Leg, Outcome, test_record};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
-            .await
-            .unwrap();
+        let (_dir, _, store) = sqlite_store().await;
         let since = DateTime::from_timestamp_millis(1_795_428_000_000).unwrap();
         let at = |minutes: i64| since + chrono::Duration::minutes(minutes);
         let add = |key: &'static str, leg: Leg, outcome: Outcome, minutes: i64| {
@@ -1874,11 +1873,7 @@ mod tests {
         // plan compared with a partial index's condition (`provider = $1` against an index
         // `WHERE provider = 'telecmi'`, say): for a query run on every decision, that doubled
         // the decider's work.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (_dir, path, store) = sqlite_store().await;
         let connection = rusqlite::Connection::open(&path).unwrap();
         let mut statement = connection
             .prepare(&db::sqlite_sql(RECORDS_OF_CALL))

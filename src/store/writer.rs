@@ -499,13 +499,9 @@ pub(crate) mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_leaves_no_wal_for_the_next_start_to_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (_dir, path, store) = crate::store::tests::sqlite_store().await;
         store.ingest(test_record(), raw(), None).await.unwrap();
-        let wal = dir.path().join("c.db-wal");
+        let wal = path.with_extension("db-wal");
         assert!(
             wal.exists(),
             "a written record is in the WAL until a checkpoint"
@@ -531,10 +527,7 @@ pub(crate) mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_written_together_are_each_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("r.db").display()))
-            .await
-            .unwrap();
+        let (_dir, _, store) = crate::store::tests::sqlite_store().await;
         // 40 different records and 40 sends of one record, all at once.
         let record = |key: String| CallRecord {
             dedup_key: key.clone(),
