@@ -1133,7 +1133,7 @@ quieter hours (2.4 ms), was not met in that one.
 - **What a journal would reach (an experiment, not kept).** A build whose writer appends each
   webhook (its body, headers, query, path and the record's keys, about 670 bytes) to a plain file,
   one `fdatasync` per batch, and stores nothing in SQLite: the ceiling of the design the issue's
-  note names as its third way, before any of the indexing, deciding and alerting it would defer.
+  note names as its second way, before any of the indexing, deciding and alerting it would defer.
   It executes 84k instructions per webhook, 1.7 times bare axum's, and in the same five rounds
   reached 33.6 to 56.9% of bare axum (median 46.6%), p99 4.5 to 10.1 ms, with 29 to 40 µs of CPU
   per webhook against 50 to 66 µs for ringback as it is. On the HTTP side before this session's
