@@ -164,19 +164,30 @@ pub fn token(provider: Provider) -> &'static str {
     }
 }
 
-/// A response's status and JSON body.
+/// A response's status, Content-Type and JSON body.
 pub struct Answer {
     pub status: u16,
+    pub content_type: String,
     pub body: Value,
 }
 
 impl Answer {
     async fn from(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("every answer is JSON, got {status} {text:?}"));
-        Answer { status, body }
+        Answer {
+            status,
+            content_type,
+            body,
+        }
     }
 }
 
