@@ -33,8 +33,8 @@ const NOT_REPLAYED: [&str; 4] = [
     "x-ringback-token",
 ];
 
-/// One recorded request, as ringback stores it (`raw_requests`): method, path, query, headers,
-/// body (text, or `body_base64`), and where it came from.
+/// One recorded request, as ringback stores it beside each record (`call_records.request_*`):
+/// method, path, query, headers, body (text, or `body_base64`), and where it came from.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Recorded {
     #[serde(default = "post")]

@@ -3,6 +3,17 @@
 
 use std::time::Duration;
 
+/// The columns `record_from_row` reads, named so that reading records does not copy the
+/// request each one came from, which is kept in the same row.
+macro_rules! record_columns {
+    () => {
+        "id, provider, dedup_key, call_id, conversation_id, leg, direction, outcome, \
+         provider_status, caller, caller_e164, caller_name, called, called_e164, agent, \
+         agent_phone, agent_phone_e164, call_group, started_at, answered_at, ended_at, \
+         ring_seconds, talk_seconds, hangup, recording, extra, received_at, resends"
+    };
+}
+
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -463,11 +474,26 @@ impl Store {
         .await
     }
 
+    /// The request a record came from: kept in the record's row, or for a record stored before
+    /// migration 0008 (or by an instance of an earlier version), in `raw_requests`.
     pub async fn raw_request_of(&self, record_id: i64) -> Result<Option<RawRequest>, StoreError> {
-        let row = sqlx::query("SELECT * FROM raw_requests WHERE call_record_id = $1")
-            .bind(record_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let in_row = sqlx::query(
+            "SELECT request_method AS method, request_path AS path, request_query AS query, \
+             request_headers AS headers, request_body AS body, request_remote_addr AS remote_addr, \
+             received_at FROM call_records WHERE id = $1 AND request_method IS NOT NULL",
+        )
+        .bind(record_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = match in_row {
+            Some(row) => Some(row),
+            None => {
+                sqlx::query("SELECT * FROM raw_requests WHERE call_record_id = $1")
+                    .bind(record_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
         row.as_ref().map(raw_from_row).transpose()
     }
 
@@ -634,7 +660,11 @@ impl Store {
     pub async fn record(&self, id: i64) -> Result<Option<StoredRecord>, StoreError> {
         let records = self
             .read(
-                "SELECT * FROM call_records WHERE id = $1",
+                concat!(
+                    "SELECT ",
+                    record_columns!(),
+                    " FROM call_records WHERE id = $1"
+                ),
                 &[id.into()],
                 record_from_row,
             )
@@ -1073,10 +1103,12 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM call_records WHERE received_at >= $1 AND received_at < $2 AND leg = 'a' \
-             AND outcome <> 'not_a_call_result' ORDER BY id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM call_records WHERE received_at >= $1 AND received_at < $2 AND leg = 'a' \
+                 AND outcome <> 'not_a_call_result' ORDER BY id"
+        ))
         .bind(from.timestamp_millis())
         .bind(to.timestamp_millis())
         .fetch_all(&self.pool)
@@ -1089,7 +1121,8 @@ impl Store {
     /// Anything a pending message still needs is kept, however old.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let at = cutoff.timestamp_millis();
-        // Raw requests go with their records (ON DELETE CASCADE).
+        // Raw requests are kept in their records' rows and go with them; those of records
+        // stored before migration 0008 go with them too (ON DELETE CASCADE).
         let statements = [
             "DELETE FROM outbox WHERE state IN ('sent', 'failed') AND created_at < $1",
             "DELETE FROM alerts WHERE created_at < $1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = alerts.id)",
@@ -1122,7 +1155,11 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<(StoredRecord, Option<String>, Option<String>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.*, \
+            // The record's columns, unqualified, are r's: the only table of the outer query.
+            concat!(
+                "SELECT ",
+                record_columns!(),
+                ", \
              (SELECT d.verdict FROM decisions d WHERE d.provider = r.provider AND d.decided_at IS NOT NULL \
               AND ((r.leg = 'a' AND d.subject = r.conversation_id) OR d.record_id = r.id) \
               ORDER BY d.id LIMIT 1) AS verdict, \
@@ -1132,7 +1169,8 @@ impl Store {
               FROM outbox o JOIN alerts a ON a.id = o.alert_id JOIN decisions d ON d.id = a.decision_id \
               WHERE d.provider = r.provider \
               AND ((r.leg = 'a' AND d.subject = r.conversation_id) OR d.record_id = r.id)) AS alert_state \
-             FROM call_records r WHERE r.received_at >= $1 AND r.received_at < $2 ORDER BY r.id",
+             FROM call_records r WHERE r.received_at >= $1 AND r.received_at < $2 ORDER BY r.id"
+            ),
         )
         .bind(from.timestamp_millis())
         .bind(to.timestamp_millis())
@@ -1369,9 +1407,14 @@ impl Store {
 }
 
 /// `Store::records_of_call`'s query, which the alert pipeline runs for every call it decides.
-const RECORDS_OF_CALL: &str = "SELECT * FROM call_records WHERE provider = $1 \
-    AND conversation_id = $2 UNION ALL SELECT * FROM call_records WHERE provider = $1 \
-    AND call_id = $2 AND call_id <> conversation_id ORDER BY id";
+const RECORDS_OF_CALL: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM call_records WHERE provider = $1 AND conversation_id = $2 UNION ALL SELECT ",
+    record_columns!(),
+    " FROM call_records WHERE provider = $1 AND call_id = $2 AND call_id <> conversation_id \
+     ORDER BY id"
+);
 
 /// `Store::oldest_ring_without_call_record`'s query: the rings after the newest call-level
 /// record of the day, that record found walking back from now, the rings through their own

@@ -301,12 +301,12 @@ async fn write<R>(
     result
 }
 
-const RECORD_COLUMNS: usize = 26;
+const RECORD_COLUMNS: usize = 32;
 
-/// Writes a batch with three statements whatever its size (records, requests, decisions): each
-/// statement is a round trip to the database, and they, not the rows, are what costs. The
-/// statements are not kept prepared: each batch size is another statement, and a cache of large
-/// ones would hold tens of megabytes.
+/// Writes a batch with two statements whatever its size (records with their requests, then
+/// decisions), and one more per resend within the batch: each statement is a round trip to the
+/// database, and they, not the rows, are what costs. The statements are not kept prepared: each
+/// batch size is another statement, and a cache of large ones would hold tens of megabytes.
 async fn insert_batch<R>(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
@@ -330,7 +330,8 @@ async fn insert_batch<R>(
         "INSERT INTO call_records (provider, dedup_key, call_id, conversation_id, leg, direction, \
          outcome, provider_status, caller, caller_e164, caller_name, called, called_e164, agent, \
          agent_phone, agent_phone_e164, call_group, started_at, answered_at, ended_at, \
-         ring_seconds, talk_seconds, hangup, recording, extra, received_at) VALUES {} \
+         ring_seconds, talk_seconds, hangup, recording, extra, request_method, request_path, \
+         request_query, request_headers, request_body, request_remote_addr, received_at) VALUES {} \
          ON CONFLICT (provider, dedup_key) DO UPDATE \
          SET resends = call_records.resends + 1, last_resent_at = excluded.received_at \
          RETURNING id, resends, provider, dedup_key",
@@ -365,8 +366,8 @@ async fn insert_batch<R>(
             .bind(record.talk_seconds)
             .bind(&record.hangup)
             .bind(&record.recording)
-            .bind(&p.extra_json)
-            .bind(p.raw.received_at.timestamp_millis());
+            .bind(&p.extra_json);
+        query = bind_request(query, &p.raw, &p.headers_json);
     }
     // RETURNING gives rows in no promised order: they are matched back by their key.
     let mut written: HashMap<(String, String), (i64, i64)> = HashMap::new();
@@ -407,20 +408,6 @@ async fn insert_batch<R>(
         .execute(&mut **tx)
         .await?;
     }
-    if new.is_empty() {
-        return Ok(results);
-    }
-    let sql = format!(
-        "INSERT INTO raw_requests (call_record_id, method, path, query, headers, body, \
-         remote_addr, received_at) VALUES {}",
-        placeholders(backend, new.len(), 8)
-    );
-    let mut query = sqlx::query(&sql).persistent(false);
-    for &(i, id) in &new {
-        let p = &batch[i].0;
-        query = bind_request(query.bind(id), &p.raw, &p.headers_json);
-    }
-    query.execute(&mut **tx).await?;
     let deciding: Vec<(usize, i64)> = new
         .iter()
         .copied()

@@ -110,6 +110,22 @@ pub async fn on_test_database(config: String, db: &Path) -> String {
     )
 }
 
+/// Starts ringback on the base config and a database that `prepare` (given the database's URL)
+/// has set up first, as an earlier version of ringback would have left it.
+pub async fn spawn_app_on_prepared<F, Fut>(prepare: F) -> TestApp
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db = dir.path().join("ringback.db");
+    let path = config_file(&dir);
+    std::fs::write(&path, on_test_database(base_config(&db, ""), &db).await).unwrap();
+    let url = config::load_with_env(&path, []).unwrap().storage.url;
+    prepare(url).await;
+    start(dir, Clock::manual(start_time())).await
+}
+
 fn config_file(dir: &TempDir) -> PathBuf {
     dir.path().join("ringback.toml")
 }

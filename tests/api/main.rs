@@ -14,6 +14,7 @@ mod refusals;
 mod replay;
 mod routing;
 mod telecmi;
+mod upgrade;
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,4 +1,4 @@
-//! The SQLite webhook writer: a thread that owns one connection and keeps its four statements
+//! The SQLite webhook writer: a thread that owns one connection and keeps its three statements
 //! prepared, writing each batch of webhooks in one transaction and one fsync.
 
 use std::path::Path;
@@ -13,9 +13,10 @@ use crate::store::{Ingested, StoreError, WriteGate};
 const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call_id, \
     conversation_id, leg, direction, outcome, provider_status, caller, caller_e164, caller_name, \
     called, called_e164, agent, agent_phone, agent_phone_e164, call_group, started_at, \
-    answered_at, ended_at, ring_seconds, talk_seconds, hangup, recording, extra, received_at) \
+    answered_at, ended_at, ring_seconds, talk_seconds, hangup, recording, extra, request_method, \
+    request_path, request_query, request_headers, request_body, request_remote_addr, received_at) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-    ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
+    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32) \
     ON CONFLICT (provider, dedup_key) DO NOTHING";
 
 // Kept apart from the insert: an INSERT with RETURNING (or an upsert) makes SQLite copy every page
@@ -23,9 +24,6 @@ const INSERT_RECORD: &str = "INSERT INTO call_records (provider, dedup_key, call
 // second statement.
 const COUNT_RESEND: &str = "UPDATE call_records SET resends = resends + 1, last_resent_at = ?3 \
     WHERE provider = ?1 AND dedup_key = ?2 RETURNING id";
-
-const INSERT_REQUEST: &str = "INSERT INTO raw_requests (call_record_id, method, path, query, \
-    headers, body, remote_addr, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 // The first deciding record of a call opens its settle window; records arriving later join that
 // window, and after it closes they never alert again.
@@ -156,7 +154,6 @@ fn write<R>(
     {
         let mut records = tx.prepare_cached(INSERT_RECORD)?;
         let mut resends = tx.prepare_cached(COUNT_RESEND)?;
-        let mut requests = tx.prepare_cached(INSERT_REQUEST)?;
         let mut decisions = tx.prepare_cached(INSERT_DECISION)?;
         let millis = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
         for (p, _) in batch {
@@ -188,6 +185,12 @@ fn write<R>(
                 record.hangup,
                 record.recording,
                 p.extra_json,
+                raw.method,
+                raw.path,
+                raw.query,
+                p.headers_json,
+                raw.body,
+                raw.remote_addr,
                 received_at,
             ])?;
             if inserted == 0 {
@@ -199,16 +202,6 @@ fn write<R>(
                 continue;
             }
             let id = tx.last_insert_rowid();
-            requests.execute(params![
-                id,
-                raw.method,
-                raw.path,
-                raw.query,
-                p.headers_json,
-                raw.body,
-                raw.remote_addr,
-                received_at,
-            ])?;
             if let Some((request, decide_at)) = &p.decision {
                 decisions.execute(params![
                     record.provider.as_str(),
@@ -297,18 +290,22 @@ mod tests {
         let refused = results[1].as_ref().unwrap_err().to_string();
         assert!(refused.contains("poisoned"), "{refused}");
         assert!(matches!(results[2], Ok(Ingested::Stored { .. })));
-        let stored: Vec<String> = connection
-            .prepare("SELECT dedup_key FROM call_records ORDER BY id")
+        // Each written record carries the request it came from.
+        let stored: Vec<(String, String, Vec<u8>)> = connection
+            .prepare("SELECT dedup_key, request_path, request_body FROM call_records ORDER BY id")
             .unwrap()
-            .query_map([], |row| row.get(0))
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(stored, ["before", "after"]);
-        let requests: i64 = connection
-            .query_row("SELECT COUNT(*) FROM raw_requests", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(requests, 2);
+        let request = |key: &str| {
+            (
+                key.to_owned(),
+                "/webhooks/telecmi".to_owned(),
+                b"{}".to_vec(),
+            )
+        };
+        assert_eq!(stored, [request("before"), request("after")]);
         runtime.block_on(store.close());
     }
 
