@@ -1202,6 +1202,10 @@ quieter hours (2.4 ms), was not met in that one.
   pages, SQLite's default. In four interleaved rounds, 4,000 and 16,000 pages gave 31.2% and 30.3%
   of bare axum (medians), against 27.7% with 1,000: within the noise. Their p99 was 10.9 and
   24.1 ms against 8.4 ms, as each checkpoint holds the writer longer.
+- **Tried and not kept: a larger page cache for the writer.** `strace` counted about one `pread`
+  a webhook with the writer's 512 KiB cache, as its indexes outgrow it, and no other connection
+  writes during the load to invalidate a larger one. With 4 and 16 MiB, four interleaved rounds
+  gave 27.8% and 30.3% of bare axum (medians), against 29.7% with 512 KiB: within the noise.
 - **Where the CPU goes now.** Thread times from `/proc` over 10 s of the telecmi load, per
   webhook:
   - the HTTP workers: 35 µs in user space and 14 µs in the kernel;
