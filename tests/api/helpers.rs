@@ -83,10 +83,16 @@ pub async fn spawn_app_from(config: impl FnOnce(&Path) -> String) -> TestApp {
 
 /// Starts ringback on `clock` (shared with the fakes) with the config `config` makes.
 pub async fn spawn_app_on(clock: Clock, config: impl FnOnce(&Path) -> String) -> TestApp {
+    start(config_dir(config).await, clock).await
+}
+
+/// A new temporary folder holding the config `config` makes from the database path there,
+/// moved onto the test database.
+async fn config_dir(config: impl FnOnce(&Path) -> String) -> TempDir {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db = dir.path().join("ringback.db");
     std::fs::write(config_file(&dir), on_test_database(config(&db), &db).await).unwrap();
-    start(dir, clock).await
+    dir
 }
 
 /// With `RINGBACK_TEST_DATABASE=postgres`, moves a config onto a fresh PostgreSQL database of its
@@ -117,11 +123,11 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let db = dir.path().join("ringback.db");
-    let path = config_file(&dir);
-    std::fs::write(&path, on_test_database(base_config(&db, ""), &db).await).unwrap();
-    let url = config::load_with_env(&path, []).unwrap().storage.url;
+    let dir = config_dir(|db| base_config(db, "")).await;
+    let url = config::load_with_env(&config_file(&dir), [])
+        .unwrap()
+        .storage
+        .url;
     prepare(url).await;
     start(dir, Clock::manual(start_time())).await
 }
@@ -132,10 +138,7 @@ fn config_file(dir: &TempDir) -> PathBuf {
 
 /// Starts ringback as in service: the system clock and its own background workers.
 pub async fn spawn_app_in_service(config: impl FnOnce(&Path) -> String) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let db = dir.path().join("ringback.db");
-    std::fs::write(config_file(&dir), on_test_database(config(&db), &db).await).unwrap();
-    start_with(dir, Clock::System, Workers::Background).await
+    start_with(config_dir(config).await, Clock::System, Workers::Background).await
 }
 
 /// Starts ringback from the config file in `dir`, its workers stepped by the test.
